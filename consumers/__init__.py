@@ -1,0 +1,1 @@
+"""Kafka consumers: thin shells that validate, translate, call the core and publish."""

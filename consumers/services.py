@@ -1,0 +1,150 @@
+"""The composition root: every client is made here, at startup, and handed down.
+
+``run_dispatcher`` and ``run_presence`` run until their ``stop`` event is set (Ctrl-C or
+SIGTERM when started from the command line), then finish the batch in hand, commit, and close
+their clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from redis.asyncio import Redis
+
+from consumers.dispatcher import TIMERS_PER_BATCH, Dispatcher, Place, ticks, translate
+from consumers.runtime import (
+    Outgoing,
+    Publisher,
+    consume,
+    dead_letter,
+    decode,
+    now_ms,
+    stop_on_signals,
+)
+from dispatch.model import Policy
+from infra import pg
+from infra.kafka import make_consumer, make_producer
+from infra.keys import Keys
+from infra.ports import Presence
+from infra.redis_index import RedisRequestStore, RedisWorkerIndex
+from infra.settings import PolicySettings, Settings, get_settings
+from schemas import events as ev
+from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
+
+log = logging.getLogger(__name__)
+
+
+def policy_from(p: PolicySettings) -> Policy:
+    return Policy(
+        name=p.name,
+        offer_ttl_ms=int(p.offer_ttl_s * 1000),
+        radii_km=p.radii_km,
+        over_offer=p.over_offer,
+        search_count=p.search_count,
+        retry_idle_ms=int(p.retry_idle_s * 1000),
+    )
+
+
+def redis_client(settings: Settings) -> Redis:
+    return Redis.from_url(settings.redis_url, decode_responses=True, max_connections=64)
+
+
+def keys_for(settings: Settings) -> Keys:
+    return Keys(settings.key_prefix, settings.worker_buckets)
+
+
+@contextlib.asynccontextmanager
+async def kafka_clients(
+    settings: Settings, group: str, *topics: str
+) -> AsyncIterator[tuple[Any, Publisher]]:
+    kafka = settings.kafka_slice()
+    producer = make_producer(kafka)
+    consumer = make_consumer(kafka, *topics, group_id=group)
+    await producer.start()
+    await consumer.start()
+    try:
+        yield consumer, Publisher(producer)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_dispatcher(
+    settings: Settings | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """One dispatcher instance, until ``stop``."""
+    settings = settings or get_settings()
+    stop = stop or stop_on_signals()
+    markets = await pg.market_places(settings.pg_dsn)
+    redis = redis_client(settings)
+    keys = keys_for(settings)
+    dispatcher = Dispatcher(
+        RedisWorkerIndex(redis, keys), RedisRequestStore(redis, keys), policy_from(settings.policy)
+    )
+    group = settings.dispatcher_group
+    async with kafka_clients(settings, group, HIRE_REQUESTS, OFFER_RESPONSES) as (consumer, pub):
+
+        async def handle(records: list[ConsumerRecord[Any, Any]]) -> None:
+            now = now_ms()
+            inputs, refused = translate(records, markets, now)
+            due = await dispatcher.store.pop_due(now, TIMERS_PER_BATCH)
+            await pub.publish(refused + await dispatcher.handle(inputs + ticks(due), now))
+
+        log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
+        try:
+            await consume(consumer, handle, stop, poll_ms=50, max_records=settings.kafka.max_batch)
+        finally:
+            await redis.aclose()
+    log.info("dispatcher stopped")
+
+
+def to_presence(msg: ev.WorkerCheckedIn | ev.WorkerLocated | ev.WorkerWentOffline) -> Presence:
+    match msg:
+        case ev.WorkerCheckedIn():
+            return Presence(msg.worker_id, "checkin", msg.lon, msg.lat, msg.skills)
+        case ev.WorkerLocated():
+            return Presence(msg.worker_id, "locate", msg.lon, msg.lat)
+    return Presence(msg.worker_id, "offline")
+
+
+def presence_batch(
+    records: Sequence[ConsumerRecord[Any, Any]], markets: Mapping[str, Place]
+) -> tuple[list[Presence], list[Outgoing]]:
+    """Decode worker events: presence changes, and dead letters for the unusable ones."""
+    decoded = decode(records, ev.WORKER_EVENT, "presence")
+    changes, dead = [], decoded.dead
+    for record, msg in decoded.good:
+        market = getattr(msg, "market_id", None)
+        if market is not None and market not in markets:
+            dead.append(dead_letter(record, "presence", f"unknown market {market!r}"))
+        else:
+            changes.append(to_presence(msg))
+    return changes, dead
+
+
+async def run_presence(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+    """The presence consumer: worker events into the geo-sharded index, until ``stop``."""
+    settings = settings or get_settings()
+    stop = stop or stop_on_signals()
+    markets = await pg.market_places(settings.pg_dsn)
+    redis = redis_client(settings)
+    index = RedisWorkerIndex(redis, keys_for(settings))
+    async with kafka_clients(settings, settings.presence_group, WORKER_EVENTS) as (consumer, pub):
+
+        async def handle(records: list[ConsumerRecord[Any, Any]]) -> None:
+            changes, dead = presence_batch(records, markets)
+            if changes:
+                await index.apply(changes)
+            await pub.publish(dead)
+
+        log.info("presence consumer up")
+        try:
+            await consume(consumer, handle, stop, poll_ms=200, max_records=settings.kafka.max_batch)
+        finally:
+            await redis.aclose()
+    log.info("presence consumer stopped")

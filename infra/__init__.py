@@ -1,0 +1,1 @@
+"""Adapters and plumbing: settings, the embedded stack, Kafka, Redis and PostgreSQL."""

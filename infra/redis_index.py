@@ -1,0 +1,271 @@
+"""Redis adapters: the geo-sharded worker index with its holds, and the request store.
+
+Every multi-key step is a pipeline of single-slot commands; every atomic step (a Lua script,
+a ``SET NX``) touches one key. The same code therefore runs on one Redis or a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from dispatch.geo import cell_of, cells_within
+from dispatch.model import Candidate, RequestState, SearchSpec
+from infra.keys import (
+    ASSIGNED_PREFIX,
+    ASSIGNMENT_TTL_MS,
+    REQUEST_STATE_TTL_MS,
+    Keys,
+)
+from infra.ports import Presence, WorkerRecord
+from infra.state_codec import dump_state, load_state
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+"""
+_ASSIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1
+end
+return 0
+"""
+_SAVE = """
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+# A popped timer is leased, not deleted: it comes due again after the lease unless the
+# dispatcher that took it reschedules it, so a dispatcher that dies mid-batch loses nothing.
+_POP_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+"""
+TIMER_LEASE_MS = 5_000
+
+
+def pack_record(rec: WorkerRecord) -> str:
+    return f"{rec.lon:.5f},{rec.lat:.5f},{'|'.join(rec.skills)},{int(rec.online)}"
+
+
+def unpack_record(worker_id: str, raw: str | None) -> WorkerRecord | None:
+    if raw is None:
+        return None
+    lon, lat, skills, online = raw.split(",")
+    return WorkerRecord(worker_id, float(lon), float(lat), tuple(skills.split("|")), online == "1")
+
+
+def fold_presence(old: WorkerRecord | None, change: Presence) -> WorkerRecord | None:
+    """The worker's record after one presence change (None: unknown worker, ignored)."""
+    if change.kind == "checkin":
+        return WorkerRecord(change.worker_id, change.lon, change.lat, change.skills, True)
+    if old is None:
+        return None
+    if change.kind == "locate":
+        return WorkerRecord(old.worker_id, change.lon, change.lat, old.skills, old.online)
+    return WorkerRecord(old.worker_id, old.lon, old.lat, old.skills, False)
+
+
+class RedisWorkerIndex:
+    """The worker index on Redis GEO sets sharded by map cell and skill."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._release = redis.register_script(_RELEASE)
+        self._assign = redis.register_script(_ASSIGN)
+
+    async def _records(self, worker_ids: Sequence[str]) -> list[WorkerRecord | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in worker_ids:
+            pipe.hget(self.keys.bucket(wid), wid)
+        raw = await pipe.execute()
+        return [unpack_record(wid, r) for wid, r in zip(worker_ids, raw, strict=True)]
+
+    async def apply(self, changes: Sequence[Presence]) -> None:
+        ids = list(dict.fromkeys(c.worker_id for c in changes))
+        pipe = self.redis.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hget(self.keys.bucket(wid), wid)
+            pipe.get(self.keys.hold(wid))
+        raw = await pipe.execute()
+        records = {w: unpack_record(w, raw[2 * i]) for i, w in enumerate(ids)}
+        holds: dict[str, str | None] = {w: raw[2 * i + 1] for i, w in enumerate(ids)}
+        writes = self.redis.pipeline(transaction=False)
+        for change in changes:
+            self._write_change(writes, records, holds, change)
+        await writes.execute()
+
+    def _write_change(
+        self,
+        pipe: Any,
+        records: dict[str, WorkerRecord | None],
+        holds: dict[str, str | None],
+        change: Presence,
+    ) -> None:
+        wid = change.worker_id
+        old, new = records[wid], fold_presence(records[wid], change)
+        if new is None:
+            return
+        hold = holds[wid]
+        if change.kind == "checkin" and hold is not None and hold.startswith(ASSIGNED_PREFIX):
+            pipe.delete(self.keys.hold(wid))  # checking in again ends the last assignment
+            hold = holds[wid] = None
+        # Race: a dispatcher may hold this worker between our read and these writes. The
+        # hold key stays the authority (a held worker's SET NX fails), so the worst case is a
+        # stale index entry that a later claim skips, never a double booking.
+        if old is not None and (not new.online or hold is not None or _moved_shard(old, new)):
+            for skill in old.skills:
+                pipe.zrem(self.keys.geo(cell_of(old.lon, old.lat), skill), wid)
+        if new.online and hold is None:
+            self._add(pipe, new)
+        pipe.hset(self.keys.bucket(wid), wid, pack_record(new))
+        records[wid] = new
+
+    def _add(self, pipe: Any, rec: WorkerRecord) -> None:
+        cell = cell_of(rec.lon, rec.lat)
+        for skill in rec.skills:
+            pipe.geoadd(self.keys.geo(cell, skill), (rec.lon, rec.lat, rec.worker_id))
+
+    async def search(self, specs: Sequence[SearchSpec]) -> list[list[Candidate]]:
+        pipe = self.redis.pipeline(transaction=False)
+        spans = []
+        for spec in specs:
+            cells = cells_within(spec.lon, spec.lat, spec.radius_km)
+            for cell in cells:
+                pipe.geosearch(
+                    self.keys.geo(cell, spec.skill),
+                    longitude=spec.lon,
+                    latitude=spec.lat,
+                    radius=spec.radius_km,
+                    unit="km",
+                    sort="ASC",
+                    count=spec.count,
+                    withdist=True,
+                )
+            spans.append(len(cells))
+        raw = await pipe.execute()
+        return list(_merge(specs, spans, raw))
+
+    async def hold(self, claims: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        pipe = self.redis.pipeline(transaction=False)
+        for wid, rid in claims:
+            pipe.set(self.keys.hold(wid), rid, nx=True, px=ttl_ms)
+            pipe.hget(self.keys.bucket(wid), wid)
+        raw = await pipe.execute()
+        got = [bool(raw[2 * i]) for i in range(len(claims))]
+        cleanup = self.redis.pipeline(transaction=False)
+        for i, (wid, _) in enumerate(claims):
+            rec = unpack_record(wid, raw[2 * i + 1])
+            if got[i] and rec is not None:
+                for skill in rec.skills:  # out of every shard the worker was in, not just one
+                    cleanup.zrem(self.keys.geo(cell_of(rec.lon, rec.lat), skill), wid)
+        await cleanup.execute()
+        return got
+
+    async def release(self, pairs: Sequence[tuple[str, str]]) -> None:
+        if not pairs:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for wid, rid in pairs:
+            await self._release(keys=[self.keys.hold(wid)], args=[rid], client=pipe)
+            pipe.hget(self.keys.bucket(wid), wid)
+        raw = await pipe.execute()
+        back = self.redis.pipeline(transaction=False)
+        for i, (wid, _) in enumerate(pairs):
+            rec = unpack_record(wid, raw[2 * i + 1])
+            if raw[2 * i] and rec is not None and rec.online:
+                self._add(back, rec)
+        await back.execute()
+
+    async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        if not pairs:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for wid, rid in pairs:
+            args = [rid, ASSIGNED_PREFIX + rid, ASSIGNMENT_TTL_MS]
+            await self._assign(keys=[self.keys.hold(wid)], args=args, client=pipe)
+        return [bool(r) for r in await pipe.execute()]
+
+    async def holder(self, worker_id: str) -> str | None:
+        value: str | None = await self.redis.get(self.keys.hold(worker_id))
+        return value
+
+    async def record(self, worker_id: str) -> WorkerRecord | None:
+        return (await self._records([worker_id]))[0]
+
+    async def available(self) -> int:
+        members: set[str] = set()
+        async for key in self.redis.scan_iter(match=self.keys.geo_pattern(), count=1000):
+            members.update(await self.redis.zrange(key, 0, -1))
+        return len(members)
+
+
+def _moved_shard(old: WorkerRecord, new: WorkerRecord) -> bool:
+    return cell_of(old.lon, old.lat) != cell_of(new.lon, new.lat) or old.skills != new.skills
+
+
+def _merge(
+    specs: Sequence[SearchSpec], spans: Sequence[int], raw: Sequence[Any]
+) -> list[list[Candidate]]:
+    out, at = [], 0
+    for spec, n in zip(specs, spans, strict=True):
+        found = [Candidate(m, float(d)) for part in raw[at : at + n] for m, d in part]
+        at += n
+        found.sort(key=lambda c: (c.distance_km, c.worker_id))
+        out.append(found[: spec.count])
+    return out
+
+
+class RedisRequestStore:
+    """Request states as versioned hashes, timers in one sorted set."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._save = redis.register_script(_SAVE)
+        self._pop_due = redis.register_script(_POP_DUE)
+
+    async def load(self, request_ids: Sequence[str]) -> dict[str, tuple[int, RequestState]]:
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in request_ids:
+            pipe.hmget(self.keys.request(rid), "v", "s")
+        raw = await pipe.execute()
+        return {
+            rid: (int(v), load_state(s))
+            for rid, (v, s) in zip(request_ids, raw, strict=True)
+            if v is not None
+        }
+
+    async def save(self, items: Sequence[tuple[RequestState, int]]) -> list[bool]:
+        if not items:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for state, version in items:
+            key = self.keys.request(state.job.request_id)
+            ttl = (
+                max(1, state.job.deadline_at_ms - state.job.requested_at_ms) + REQUEST_STATE_TTL_MS
+            )
+            await self._save(keys=[key], args=[version, dump_state(state), ttl], client=pipe)
+        return [bool(r) for r in await pipe.execute()]
+
+    async def schedule(self, due: Sequence[tuple[str, int | None]]) -> None:
+        if not due:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for rid, at_ms in due:
+            if at_ms is None:
+                pipe.zrem(self.keys.timers(), rid)
+            else:
+                pipe.zadd(self.keys.timers(), {rid: at_ms})
+        await pipe.execute()
+
+    async def pop_due(self, now_ms: int, limit: int) -> list[str]:
+        args = [now_ms, limit, now_ms + TIMER_LEASE_MS]
+        ids: list[str] = await self._pop_due(keys=[self.keys.timers()], args=args)
+        return ids

@@ -1,0 +1,75 @@
+"""One settings object, read once, frozen; every adapter gets its slice.
+
+Every field can be set from the environment with the ``GIG_`` prefix (``GIG_REDIS_URL``,
+``GIG_KAFKA_BOOTSTRAP``, ``GIG_POLICY__OFFER_TTL_S``) or from a ``.stack/env`` file written
+by ``gig-stack up``. Tests build ``Settings(**overrides)`` directly.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STACK_DIR = Path(".stack")
+STACK_ENV_FILE = STACK_DIR / "env"
+
+
+class PolicySettings(BaseModel):
+    """Dispatch policy knobs; turned into a pure ``dispatch.model.Policy``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = "greedy"
+    offer_ttl_s: float = Field(15.0, gt=0)
+    radii_km: tuple[float, ...] = (3.0, 6.0, 12.0, 25.0, 50.0)
+    over_offer: float = Field(1.0, ge=1.0)
+    search_count: int = Field(24, ge=1, le=500)
+    retry_idle_s: float = Field(5.0, gt=0)
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap: str = "127.0.0.1:9092"
+    partitions: int = Field(8, ge=1)
+    fetch_max_wait_ms: int = Field(10, ge=1)
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 500
+    max_batch: int = Field(2000, ge=1)
+    linger_ms: int = Field(2, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything the services need to know about their environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GIG_",
+        env_nested_delimiter="__",
+        env_file=STACK_ENV_FILE,
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka: KafkaSettings = KafkaSettings()
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "gig"
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/gig"
+    policy: PolicySettings = PolicySettings()
+    worker_buckets: int = Field(16384, ge=1)
+    dispatcher_group: str = "gig-dispatcher"
+    presence_group: str = "gig-presence"
+    tick_interval_s: float = Field(0.1, gt=0)
+
+    def kafka_slice(self) -> KafkaSettings:
+        """Kafka settings with the bootstrap servers folded in."""
+        return self.kafka.model_copy(update={"bootstrap": self.kafka_bootstrap})
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

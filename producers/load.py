@@ -1,0 +1,107 @@
+"""``gig-load``: a morning of instant-hire requests across the province.
+
+Requests come from markets in proportion to their traffic, with the province's skill mix and
+headcounts, at a steady rate; progress is printed as they go out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from consumers.runtime import Outgoing, Publisher, now_ms, setup_logging, stop_on_signals
+from infra.kafka import make_producer
+from infra.markets import Market, load_markets
+from infra.settings import get_settings
+from producers.population import MarketPicker, pick_headcount, pick_skill
+from schemas import events as ev
+from schemas.topics import HIRE_REQUESTS
+
+log = logging.getLogger("load")
+
+
+def make_request(
+    rng: random.Random, pick: MarketPicker, n: int, at_ms: int, deadline_s: float, tag: str
+) -> ev.HireRequested:
+    market = pick(rng)
+    rid = f"R{tag}-{n:06d}"
+    return ev.HireRequested(
+        event_id=f"hr:{rid}",
+        at_ms=at_ms,
+        request_id=rid,
+        market_id=market.market_id,
+        skill=pick_skill(rng),
+        headcount=pick_headcount(rng),
+        wage_yuan_per_day=float(rng.choice((180, 200, 220, 250, 280, 300, 350))),
+        start_at_ms=at_ms + 30 * 60_000,
+        deadline_at_ms=at_ms + int(deadline_s * 1000),
+    )
+
+
+async def post_morning(
+    publisher: Publisher,
+    markets: Sequence[Market],
+    *,
+    count: int,
+    rate_per_s: float,
+    deadline_s: float,
+    seed: int,
+    tag: str,
+    stop: asyncio.Event | None = None,
+) -> list[ev.HireRequested]:
+    """Post ``count`` requests at ``rate_per_s``; return them as sent."""
+    rng, pick = random.Random(seed), MarketPicker(markets)
+    sent: list[ev.HireRequested] = []
+    started = time.monotonic()
+    tick = max(1, int(rate_per_s / 20))  # about 20 sends a second, each a small burst
+    for n in range(0, count, tick):
+        if stop is not None and stop.is_set():
+            break
+        burst = [
+            make_request(rng, pick, i, now_ms(), deadline_s, tag)
+            for i in range(n, min(count, n + tick))
+        ]
+        await publisher.publish([Outgoing(HIRE_REQUESTS, r.request_id, r) for r in burst])
+        sent += burst
+        if len(sent) % max(1, count // 10) < tick:
+            log.info("posted %d / %d requests", len(sent), count)
+        await asyncio.sleep(max(0.0, started + len(sent) / rate_per_s - time.monotonic()))
+    return sent
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    producer = make_producer(settings.kafka_slice())
+    await producer.start()
+    try:
+        await post_morning(
+            Publisher(producer), load_markets(), count=args.requests, rate_per_s=args.rate,
+            deadline_s=args.deadline_s, seed=args.seed, tag=args.tag, stop=stop_on_signals(),
+        )  # fmt: skip
+    finally:
+        await producer.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``gig-load``."""
+    p = argparse.ArgumentParser(
+        prog="gig-load", description="Post a morning of instant-hire requests from many markets."
+    )
+    p.add_argument("--requests", type=int, default=1000, help="how many requests (1000)")
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second (50)")
+    p.add_argument(
+        "--deadline-s", type=float, default=120.0, help="each request's lifetime (120 s)"
+    )
+    p.add_argument("--seed", type=int, default=11, help="random seed (11)")
+    p.add_argument("--tag", default=str(int(time.time())), help="request id tag (a timestamp)")
+    args = p.parse_args(argv)
+    setup_logging()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

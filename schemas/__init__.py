@@ -1,0 +1,1 @@
+"""Wire formats: versioned pydantic models for every message, topic names and keys."""

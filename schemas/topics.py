@@ -1,0 +1,25 @@
+"""Topic names and message keys, in one place.
+
+Keys are chosen for order: everything about one request (the request, the answers to its
+offers, its lifecycle) is keyed by request id, so it stays in one partition in order; a
+worker's presence events and the offers pushed to them are keyed by worker id.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+HIRE_REQUESTS: Final = "gig.hire-requests.v1"
+WORKER_EVENTS: Final = "gig.worker-events.v1"
+OFFER_RESPONSES: Final = "gig.offer-responses.v1"
+OFFERS: Final = "gig.offers.v1"
+REQUEST_EVENTS: Final = "gig.request-events.v1"
+DEAD_LETTERS: Final = "gig.dead-letters.v1"
+
+INBOUND: Final = (HIRE_REQUESTS, WORKER_EVENTS, OFFER_RESPONSES)
+ALL_TOPICS: Final = (*INBOUND, OFFERS, REQUEST_EVENTS, DEAD_LETTERS)
+
+
+def key(value: str) -> bytes:
+    """The Kafka key for a request id or a worker id."""
+    return value.encode()
