@@ -1,0 +1,113 @@
+"""Shared fixtures. Service fixtures start a private Tansu broker on a free loopback port and
+use the Redis and PostgreSQL that ``make test`` made sure answer, under a key prefix and a
+database of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from infra import pg, stack
+from infra.kafka import ensure_topics
+from infra.keys import Keys
+from infra.settings import Settings
+
+TEST_DSN = os.environ.get("GIG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/gig_test")
+TEST_REDIS = os.environ.get("GIG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker of the test session's own: its bootstrap address."""
+    port = stack.free_port()
+    log = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
+    proc = stack.start_tansu(port, log)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stack.stop_process(proc.pid)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+async def base_settings(broker: str) -> Settings:
+    """Settings for the real services, with topics, schema and registry in place."""
+    settings = Settings(
+        kafka_bootstrap=broker,
+        redis_url=TEST_REDIS,
+        pg_dsn=TEST_DSN,
+        key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    await ensure_topics(settings.kafka_slice())
+    await pg.prepare(settings.pg_dsn)
+    return settings
+
+
+@pytest.fixture
+async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
+    """Per-test settings: a fresh Redis key prefix and fresh consumer groups."""
+    tag = uuid.uuid4().hex[:8]
+    s = base_settings.model_copy(
+        update={
+            "key_prefix": f"{base_settings.key_prefix}{tag}",
+            "dispatcher_group": f"dispatcher-{tag}",
+            "presence_group": f"presence-{tag}",
+        }
+    )
+    yield s
+    redis = Redis.from_url(s.redis_url, decode_responses=True)
+    keys = [k async for k in redis.scan_iter(match=f"{s.key_prefix}:*", count=5000)]
+    for i in range(0, len(keys), 1000):
+        await redis.delete(*keys[i : i + 1000])
+    await redis.aclose()
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.key_prefix, settings.worker_buckets)
+
+
+Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def running(*services: tuple[Service, Settings]) -> AsyncIterator[list[asyncio.Event]]:
+    """Run services as tasks; stop them (and surface their errors) on exit."""
+    stops = [asyncio.Event() for _ in services]
+    tasks = [asyncio.create_task(fn(s, stop)) for (fn, s), stop in zip(services, stops, strict=True)]
+    try:
+        yield stops
+    finally:
+        for stop in stops:
+            stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "condition"
+) -> None:
+    """Wait until ``check`` holds (polling), failing with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
