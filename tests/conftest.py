@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from infra import pg, stack
@@ -69,6 +70,18 @@ async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
     for i in range(0, len(keys), 1000):
         await redis.delete(*keys[i : i + 1000])
     await redis.aclose()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own, its keys deleted afterwards (no broker needed)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = SyncRedis.from_url(TEST_REDIS)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture

@@ -1,0 +1,159 @@
+"""One contract suite, run against the in-memory twins and the real Redis adapters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from dispatch.model import Job, RequestState, RequestStatus, SearchSpec
+from infra.keys import ASSIGNED_PREFIX, Keys
+from infra.memory import MemoryRequestStore, MemoryWorkerIndex
+from infra.ports import Presence, RequestStore, WorkerIndex
+from infra.redis_index import TIMER_LEASE_MS, RedisRequestStore, RedisWorkerIndex
+from tests.conftest import TEST_REDIS
+
+pytestmark = pytest.mark.contract
+
+LON, LAT = 112.94, 28.23  # Changsha
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def index(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[WorkerIndex]:
+    if request.param == "memory":
+        yield MemoryWorkerIndex()
+        return
+    redis = Redis.from_url(TEST_REDIS, decode_responses=True)
+    yield RedisWorkerIndex(redis, Keys(redis_prefix, 64))
+    await redis.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[RequestStore]:
+    if request.param == "memory":
+        yield MemoryRequestStore()
+        return
+    redis = Redis.from_url(TEST_REDIS, decode_responses=True)
+    yield RedisRequestStore(redis, Keys(redis_prefix))
+    await redis.aclose()
+
+
+def spec(skill: str = "mover", radius: float = 5.0, count: int = 10) -> SearchSpec:
+    return SearchSpec("R1", skill, LON, LAT, radius, count)
+
+
+async def checkin(index: WorkerIndex, wid: str, dlon: float, skills: tuple[str, ...] = ("mover",)) -> None:
+    await index.apply([Presence(wid, "checkin", LON + dlon, LAT, skills)])
+
+
+async def found(index: WorkerIndex, s: SearchSpec | None = None) -> list[str]:
+    return [c.worker_id for c in (await index.search([s or spec()]))[0]]
+
+
+async def test_search_finds_checked_in_workers_nearest_first_within_radius(index: WorkerIndex) -> None:
+    await checkin(index, "far", 0.2)  # ~20 km east
+    await checkin(index, "b", 0.02)
+    await checkin(index, "a", 0.01)
+    await checkin(index, "other-skill", 0.0, ("cook",))
+    result = (await index.search([spec()]))[0]
+    assert [c.worker_id for c in result] == ["a", "b"]
+    assert 0.9 < result[0].distance_km < 1.1
+    assert await found(index, spec(radius=30.0)) == ["a", "b", "far"]
+    assert await found(index, spec(radius=30.0, count=1)) == ["a"]
+
+
+async def test_search_crosses_cell_borders(index: WorkerIndex) -> None:
+    # 113.0 °E is a cell border: a worker just across it is still found.
+    await index.apply([Presence("east", "checkin", 113.001, 28.23, ("mover",))])
+    s = SearchSpec("R1", "mover", 112.999, 28.23, 2.0, 10)
+    assert await found(index, s) == ["east"]
+
+
+async def test_moving_and_going_offline(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01)
+    await index.apply([Presence("a", "locate", LON + 0.3, LAT)])
+    assert await found(index) == []
+    assert await found(index, spec(radius=40.0)) == ["a"]
+    await index.apply([Presence("a", "offline")])
+    assert await found(index, spec(radius=40.0)) == []
+    rec = await index.record("a")
+    assert rec is not None and not rec.online and rec.skills == ("mover",)
+    await index.apply([Presence("ghost", "locate", LON, LAT)])  # unknown worker: ignored
+    assert await index.record("ghost") is None
+
+
+async def test_a_worker_in_several_skills_leaves_every_shard_when_held(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01, ("mover", "cleaner"))
+    assert await index.hold([("a", "R1")], 60_000) == [True]
+    assert await found(index, spec("cleaner")) == []
+    assert await found(index, spec("mover")) == []
+
+
+async def test_one_hold_per_worker(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01)
+    await checkin(index, "b", 0.02)
+    assert await index.hold([("a", "R1"), ("a", "R2"), ("b", "R2")], 60_000) == [True, False, True]
+    assert await index.holder("a") == "R1"
+    assert await found(index) == []
+    assert await index.available() == 0
+
+
+async def test_release_returns_online_workers_to_the_index(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01)
+    await checkin(index, "b", 0.02)
+    await index.hold([("a", "R1"), ("b", "R1")], 60_000)
+    await index.apply([Presence("b", "offline")])
+    await index.release([("a", "R2")])  # not R2's hold: nothing happens
+    assert await index.holder("a") == "R1"
+    await index.release([("a", "R1"), ("b", "R1")])
+    assert await index.holder("a") is None
+    assert await found(index) == ["a"]  # b is offline, so stays out
+
+
+async def test_assignment_keeps_the_worker_out_until_they_check_in_again(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01)
+    await index.hold([("a", "R1")], 60_000)
+    assert await index.assign([("a", "R1"), ("a", "R2")]) == [True, False]
+    assert await index.holder("a") == ASSIGNED_PREFIX + "R1"
+    await index.release([("a", "R1")])  # an assignment is not an offer's hold
+    assert await found(index) == []
+    await index.apply([Presence("a", "locate", LON + 0.01, LAT)])
+    assert await found(index) == []
+    await checkin(index, "a", 0.01)
+    assert await index.holder("a") is None
+    assert await found(index) == ["a"]
+
+
+async def test_a_checkin_while_offered_keeps_the_worker_held(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01)
+    await index.hold([("a", "R1")], 60_000)
+    await checkin(index, "a", 0.02)
+    assert await index.holder("a") == "R1"
+    assert await found(index) == []
+    await index.release([("a", "R1")])
+    assert [c.distance_km > 1.5 for c in (await index.search([spec()]))[0]] == [True]
+
+
+def state(rid: str = "R1", status: RequestStatus = RequestStatus.OPEN) -> RequestState:
+    job = Job(rid, "G4301001", "mover", 2, 200.0, LON, LAT, 1000, 1000, 600_000)
+    return RequestState(job=job, status=status)
+
+
+async def test_save_is_compare_and_set(store: RequestStore) -> None:
+    assert await store.save([(state(), 0)]) == [True]
+    assert await store.save([(state(), 0)]) == [False]  # a second create loses
+    assert await store.load(["R1", "nope"]) == {"R1": (1, state())}
+    filled = state(status=RequestStatus.FILLED)
+    assert await store.save([(filled, 1), (filled, 1)]) == [True, False]
+    assert await store.load(["R1"]) == {"R1": (2, filled)}
+
+
+async def test_timers_come_due_once_then_after_a_lease(store: RequestStore) -> None:
+    await store.schedule([("R1", 100), ("R2", 200), ("R3", 300)])
+    assert await store.pop_due(99, 10) == []
+    assert await store.pop_due(250, 10) == ["R1", "R2"]
+    assert await store.pop_due(250, 10) == []  # leased to the first caller
+    await store.schedule([("R2", None)])
+    assert await store.pop_due(250 + TIMER_LEASE_MS, 10) == ["R3", "R1"]  # by due time
+    assert await store.pop_due(10**12, 1) == ["R1"]
