@@ -295,3 +295,4 @@ WORKER_EVENT: Final[TypeAdapter[WorkerCheckedIn | WorkerLocated | WorkerWentOffl
 OFFER_RESPONSE: Final[TypeAdapter[OfferAccepted | OfferDeclined]] = TypeAdapter(OfferResponse)
 OFFER_EVENT: Final[TypeAdapter[OfferMade | OfferWithdrawn]] = TypeAdapter(OfferEvent)
 REQUEST_EVENT: Final[TypeAdapter[RequestEvent]] = TypeAdapter(RequestEvent)
+DEAD_LETTER: Final[TypeAdapter[DeadLetter]] = TypeAdapter(DeadLetter)

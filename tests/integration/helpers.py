@@ -1,0 +1,90 @@
+"""Small tools for the integration tests: publish, and collect what a topic carries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from consumers.runtime import Outgoing, Publisher, now_ms
+from infra.kafka import make_consumer, make_producer
+from infra.settings import Settings
+from schemas import events as ev
+from schemas.topics import HIRE_REQUESTS, WORKER_EVENTS
+
+
+@contextlib.asynccontextmanager
+async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
+    producer = make_producer(settings.kafka_slice())
+    await producer.start()
+    try:
+        yield Publisher(producer)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Tap:
+    """Everything read from some topics since the tap opened, in arrival order."""
+
+    records: list[tuple[str, bytes, Any]] = field(default_factory=list)
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for _, _, m in self.records if isinstance(m, kind)]
+
+
+@contextlib.asynccontextmanager
+async def tap(settings: Settings, *topics: str) -> AsyncIterator[Tap]:
+    """Read the topics from the start (fresh group, as DESIGN advises on Tansu) in the background."""
+    consumer = make_consumer(settings.kafka_slice(), *topics, group_id=f"tap-{uuid.uuid4().hex[:8]}")
+    await consumer.start()
+    seen = Tap()
+    task = asyncio.create_task(_drain(consumer, seen))
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+
+
+async def _drain(consumer: AIOKafkaConsumer, seen: Tap) -> None:
+    adapters: dict[str, Any] = {
+        "gig.offers.v1": ev.OFFER_EVENT,
+        "gig.request-events.v1": ev.REQUEST_EVENT,
+        "gig.offer-responses.v1": ev.OFFER_RESPONSE,
+        "gig.dead-letters.v1": ev.DEAD_LETTER,
+    }
+    while True:
+        batch = await consumer.getmany(timeout_ms=50)
+        for records in batch.values():
+            for r in records:
+                adapter = adapters.get(r.topic)
+                msg = adapter.validate_json(r.value) if adapter else None
+                seen.records.append((r.topic, r.value, msg))
+
+
+def checkin(wid: str, lon: float, lat: float, skill: str = "bricklayer") -> Outgoing:
+    msg = ev.WorkerCheckedIn(
+        event_id=f"ci:{wid}", at_ms=now_ms(), worker_id=wid, lon=lon, lat=lat, skills=(skill,)
+    )
+    return Outgoing(WORKER_EVENTS, wid, msg)
+
+
+def hire(
+    rid: str, market: str = "G4301001", skill: str = "bricklayer", headcount: int = 1,
+    deadline_s: float = 60.0,
+) -> Outgoing:  # fmt: skip
+    at = now_ms()
+    msg = ev.HireRequested(
+        event_id=f"hr:{rid}", at_ms=at, request_id=rid, market_id=market, skill=skill,
+        headcount=headcount, wage_yuan_per_day=260.0, start_at_ms=at,
+        deadline_at_ms=at + int(deadline_s * 1000),
+    )  # fmt: skip
+    return Outgoing(HIRE_REQUESTS, rid, msg)
