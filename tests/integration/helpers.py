@@ -37,6 +37,9 @@ class Tap:
     def of(self, kind: type) -> list[Any]:
         return [m for _, _, m in self.records if isinstance(m, kind)]
 
+    def records_of(self, kinds: tuple[type, ...]) -> list[Any]:
+        return [m for _, _, m in self.records if isinstance(m, kinds)]
+
 
 @contextlib.asynccontextmanager
 async def tap(settings: Settings, *topics: str) -> AsyncIterator[Tap]:
