@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from pydantic import BaseModel
 
 from consumers import effects
-from consumers.runtime import Outgoing, decode
+from consumers.runtime import Outgoing, dead_letter, decode
 from dispatch import core
 from dispatch.model import (
     Answer,
@@ -41,6 +42,7 @@ from dispatch.model import Happened as CoreHappened
 from infra.keys import HOLD_GRACE_MS
 from infra.ports import RequestStore, WorkerIndex
 from schemas import events as ev
+from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES
 
 log = logging.getLogger("dispatcher")
 SAVE_ATTEMPTS = 5
@@ -205,7 +207,7 @@ def job_from(msg: ev.HireRequested, place: Place) -> Job:
     )
 
 
-def to_input(msg: ev.BaseModel, markets: Mapping[str, Place]) -> Input | str:
+def to_input(msg: BaseModel, markets: Mapping[str, Place]) -> Input | str:
     """The core input for a valid message, or the reason it cannot be taken."""
     match msg:
         case ev.HireRequested():
@@ -221,14 +223,14 @@ def to_input(msg: ev.BaseModel, markets: Mapping[str, Place]) -> Input | str:
     return f"unexpected message type {type(msg).__name__}"
 
 
-INBOUND_ADAPTER: Any = ev.TypeAdapter(ev.HireInbound | ev.OfferResponse)
+INBOUND: dict[str, Any] = {HIRE_REQUESTS: ev.HIRE_INBOUND, OFFER_RESPONSES: ev.OFFER_RESPONSE}
 
 
 def translate(
     records: Sequence[ConsumerRecord[Any, Any]], markets: Mapping[str, Place], now: int
 ) -> tuple[list[Input], list[Outgoing]]:
     """Decode a batch: core inputs, plus dead letters (and rejections) for what is unusable."""
-    decoded = decode(records, INBOUND_ADAPTER, "dispatcher")
+    decoded = decode(records, INBOUND, "dispatcher")
     inputs: list[Input] = []
     refused = decoded.dead
     for record, msg in decoded.good:
@@ -242,8 +244,6 @@ def translate(
 
 
 def _refusal(record: ConsumerRecord[Any, Any], reason: str) -> Outgoing:
-    from consumers.runtime import dead_letter
-
     return dead_letter(record, "dispatcher", reason)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -72,7 +72,8 @@ def explain(error: ValidationError) -> str:
     """A one-line reason a person can act on."""
     parts = []
     for e in error.errors(include_url=False)[:5]:
-        where = ".".join(str(x) for x in e["loc"]) or "message"
+        # pydantic names validator wrappers in the path ("function-after[...]"): drop them.
+        where = ".".join(str(x) for x in e["loc"] if "[" not in str(x)) or "message"
         parts.append(f"{where}: {e['msg']}")
     return "; ".join(parts)
 
@@ -100,13 +101,16 @@ class Decoded(Generic[T]):
 
 
 def decode(
-    records: Sequence[ConsumerRecord[Any, Any]], adapter: TypeAdapter[T], consumer: str
+    records: Sequence[ConsumerRecord[Any, Any]],
+    adapters: Mapping[str, TypeAdapter[T]],
+    consumer: str,
 ) -> Decoded[T]:
-    """Split a batch into valid messages and dead letters with reasons."""
+    """Split a batch into valid messages and dead letters with reasons; each topic has its
+    own adapter, so a message valid on one topic is refused on another."""
     out: Decoded[T] = Decoded([], [])
     for r in records:
         try:
-            out.good.append((r, adapter.validate_json(r.value or b"")))
+            out.good.append((r, adapters[r.topic].validate_json(r.value or b"")))
         except ValidationError as e:
             log.warning(
                 "%s: dead-lettering %s[%d]@%d: %s",

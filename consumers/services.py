@@ -116,7 +116,7 @@ def presence_batch(
     records: Sequence[ConsumerRecord[Any, Any]], markets: Mapping[str, Place]
 ) -> tuple[list[Presence], list[Outgoing]]:
     """Decode worker events: presence changes, and dead letters for the unusable ones."""
-    decoded = decode(records, ev.WORKER_EVENT, "presence")
+    decoded = decode(records, {WORKER_EVENTS: ev.WORKER_EVENT}, "presence")
     changes, dead = [], decoded.dead
     for record, msg in decoded.good:
         market = getattr(msg, "market_id", None)
