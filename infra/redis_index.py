@@ -188,19 +188,19 @@ class RedisWorkerIndex:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for wid, rid in pairs:
-            args = [rid, ASSIGNED_PREFIX + rid, ASSIGNMENT_TTL_MS]
+            args: list[str | int] = [rid, ASSIGNED_PREFIX + rid, ASSIGNMENT_TTL_MS]
             await self._assign(keys=[self.keys.hold(wid)], args=args, client=pipe)
         return [bool(r) for r in await pipe.execute()]
 
     async def holder(self, worker_id: str) -> str | None:
-        value: str | None = await self.redis.get(self.keys.hold(worker_id))
-        return value
+        value = await self.redis.get(self.keys.hold(worker_id))
+        return None if value is None else str(value)
 
     async def record(self, worker_id: str) -> WorkerRecord | None:
         return (await self._records([worker_id]))[0]
 
     async def available(self) -> int:
-        members: set[str] = set()
+        members: set[Any] = set()
         async for key in self.redis.scan_iter(match=self.keys.geo_pattern(), count=1000):
             members.update(await self.redis.zrange(key, 0, -1))
         return len(members)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STACK_DIR = Path(".stack")
@@ -42,6 +42,20 @@ class KafkaSettings(BaseModel):
     linger_ms: int = Field(2, ge=0)
 
 
+class GatewaySettings(BaseModel):
+    """The push gateway and HTTP API (``gateway/``). Without ``secret`` a development secret is
+    generated once into ``.stack/gateway-secret``; production sets ``GIG_GATEWAY__SECRET``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    secret: SecretStr | None = None
+    token_ttl_s: int = Field(12 * 3600, gt=0)
+    group: str = "gig-gateway"
+    dev_login: bool = False
+
+
 class Settings(BaseSettings):
     """Everything the services need to know about their environment."""
 
@@ -59,6 +73,7 @@ class Settings(BaseSettings):
     key_prefix: str = "gig"
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/gig"
     policy: PolicySettings = PolicySettings()
+    gateway: GatewaySettings = GatewaySettings()
     worker_buckets: int = Field(16384, ge=1)
     dispatcher_group: str = "gig-dispatcher"
     presence_group: str = "gig-presence"

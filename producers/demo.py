@@ -27,7 +27,7 @@ from infra.kafka import make_consumer, make_producer
 from infra.keys import Keys
 from infra.markets import load_markets
 from infra.redis_index import RedisWorkerIndex
-from infra.settings import Settings
+from infra.settings import STACK_DIR, Settings
 from producers.load import post_morning
 from producers.workers import Behaviour, Crowd, check_ins, publish_check_ins
 from schemas import events as ev
@@ -74,8 +74,10 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summary(out: Outcomes, crowd: Crowd) -> str:
     ended = {r: v for r, v in out.ended.items() if r in out.requested_at}
-    counts = {k: sum(1 for v in ended.values() if v == k) for k in
-              ("filled", "partly filled", "expired", "cancelled", "rejected")}  # fmt: skip
+    counts = {
+        k: sum(1 for v in ended.values() if v == k)
+        for k in ("filled", "partly filled", "expired", "cancelled", "rejected")
+    }
     total = len(out.requested_at)
     first = [
         crowd.first_offer_ms[r] - t
@@ -87,16 +89,29 @@ def summary(out: Outcomes, crowd: Crowd) -> str:
     offers = sum(n for r, n in out.offers_made.items() if r in out.requested_at)
     rows = [
         ("requests posted", f"{total}"),
-        *((f"  {k}", f"{v} ({100 * v / max(1, total):.1f} %)") for k, v in counts.items() if v or k != "rejected"),
+        *(
+            (f"  {k}", f"{v} ({100 * v / max(1, total):.1f} %)")
+            for k, v in counts.items()
+            if v or k != "rejected"
+        ),
         ("  still open", f"{total - len(ended)}"),
         ("workers assigned", f"{assigned} of {sum(out.headcount.values())} wanted"),
         ("offers per fill (per worker assigned)", f"{offers / max(1, assigned):.2f}"),
-        ("time to first offer p50 / p99", f"{percentile(first, 50):.0f} ms / {percentile(first, 99):.0f} ms"),
-        ("time to fill p50 / p99", f"{percentile(fill, 50) / 1000:.1f} s / {percentile(fill, 99) / 1000:.1f} s"),
-        ("offer delivery p50 / p99", f"{percentile(crowd.offer_latency_ms, 50):.0f} ms / "
-                                     f"{percentile(crowd.offer_latency_ms, 99):.0f} ms"),
+        (
+            "time to first offer p50 / p99",
+            f"{percentile(first, 50):.0f} ms / {percentile(first, 99):.0f} ms",
+        ),
+        (
+            "time to fill p50 / p99",
+            f"{percentile(fill, 50) / 1000:.1f} s / {percentile(fill, 99) / 1000:.1f} s",
+        ),
+        (
+            "offer delivery p50 / p99",
+            f"{percentile(crowd.offer_latency_ms, 50):.0f} ms / "
+            f"{percentile(crowd.offer_latency_ms, 99):.0f} ms",
+        ),
         ("worker answers", ", ".join(f"{k} {v}" for k, v in crowd.answers.items())),
-    ]  # fmt: skip
+    ]
     width = max(len(a) for a, _ in rows)
     line = "+" + "-" * (width + 2) + "+" + "-" * 30 + "+"
     body = [f"| {a:<{width}} | {b:<28} |" for a, b in rows]
@@ -104,12 +119,16 @@ def summary(out: Outcomes, crowd: Crowd) -> str:
 
 
 def start_service(module: str, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    log_path = stack.STACK_DIR / f"{name}.log"
+    log_path = STACK_DIR / f"{name}.log"
     with log_path.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 async def follow_events(settings: Settings, out: Outcomes, group: str, stop: asyncio.Event) -> None:
@@ -171,8 +190,16 @@ async def morning(args: argparse.Namespace, settings: Settings, tag: str) -> str
         index = RedisWorkerIndex(redis, Keys(settings.key_prefix, settings.worker_buckets))
         await wait_for_index(index, args.workers, stop)
         log.info("posting %d requests at %.0f/s", args.requests, args.rate)
-        posted = await post_morning(publisher, markets, count=args.requests, rate_per_s=args.rate,
-                                    deadline_s=args.deadline_s, seed=args.seed, tag=tag, stop=stop)  # fmt: skip
+        posted = await post_morning(
+            publisher,
+            markets,
+            count=args.requests,
+            rate_per_s=args.rate,
+            deadline_s=args.deadline_s,
+            seed=args.seed,
+            tag=tag,
+            stop=stop,
+        )
         out.requested_at.update({r.request_id: r.at_ms for r in posted})
         out.headcount.update({r.request_id: r.headcount for r in posted})
         await wait_until_done(out, args.deadline_s + 30, stop)
@@ -209,8 +236,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     had_broker = stack._running_broker() is not None
     bootstrap = stack.up(Settings())
     tag = str(int(time.time()))
-    env = {**os.environ, "GIG_KAFKA_BOOTSTRAP": bootstrap, "GIG_KEY_PREFIX": f"demo{tag}",
-           "GIG_DISPATCHER_GROUP": f"demo-dispatcher-{tag}", "GIG_PRESENCE_GROUP": f"demo-presence-{tag}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "GIG_KAFKA_BOOTSTRAP": bootstrap,
+        "GIG_KEY_PREFIX": f"demo{tag}",
+        "GIG_DISPATCHER_GROUP": f"demo-dispatcher-{tag}",
+        "GIG_PRESENCE_GROUP": f"demo-presence-{tag}",
+    }
     settings = Settings(kafka_bootstrap=bootstrap, key_prefix=f"demo{tag}")
     procs = [start_service("consumers.presence", env, "presence")]
     procs += [

@@ -35,9 +35,10 @@ async def follow(settings: Settings, request_id: str) -> AsyncIterator[ev.Reques
     """The request's lifecycle events, from the start of its partition, as they come."""
     kafka = settings.kafka_slice()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap, enable_auto_commit=False,
+        bootstrap_servers=kafka.bootstrap,
+        enable_auto_commit=False,
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-    )  # fmt: skip
+    )
     await consumer.start()
     try:
         parts = sorted(consumer.partitions_for_topic(REQUEST_EVENTS) or {0})
@@ -79,10 +80,18 @@ async def post(args: argparse.Namespace, settings: Settings) -> int:
     at = now_ms()
     lon_lat = {"lon": args.lon, "lat": args.lat} if args.lon is not None else {}
     request = ev.HireRequested(
-        event_id=f"hr:{rid}", at_ms=at, request_id=rid, market_id=args.market, skill=args.skill,
-        headcount=args.headcount, wage_yuan_per_day=args.wage, start_at_ms=at,
-        deadline_at_ms=at + int(args.deadline_min * 60_000), note=args.note, **lon_lat,
-    )  # fmt: skip
+        event_id=f"hr:{rid}",
+        at_ms=at,
+        request_id=rid,
+        market_id=args.market,
+        skill=args.skill,
+        headcount=args.headcount,
+        wage_yuan_per_day=args.wage,
+        start_at_ms=at,
+        deadline_at_ms=at + int(args.deadline_min * 60_000),
+        note=args.note,
+        **lon_lat,
+    )
     await _send(settings, [Outgoing(HIRE_REQUESTS, rid, request)])
     print(f"请求 / request {rid}: {args.headcount} × {args.skill} at {args.market}")
     return await _watch(settings, rid, time.monotonic())
@@ -101,8 +110,13 @@ async def _watch(settings: Settings, rid: str, started: float) -> int:
 
 
 async def cancel(args: argparse.Namespace, settings: Settings) -> int:
-    msg = ev.HireCancelled(event_id=f"hc:{args.request}", at_ms=now_ms(),
-                           request_id=args.request, market_id=args.market, reason=args.reason)  # fmt: skip
+    msg = ev.HireCancelled(
+        event_id=f"hc:{args.request}",
+        at_ms=now_ms(),
+        request_id=args.request,
+        market_id=args.market,
+        reason=args.reason,
+    )
     await _send(settings, [Outgoing(HIRE_REQUESTS, args.request, msg)])
     print(f"cancel sent for {args.request}")
     return 0
@@ -125,8 +139,10 @@ def markets(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gig-kiosk", description="Station kiosk: post instant-hire "
-                                "requests and watch them fill.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="gig-kiosk",
+        description="Station kiosk: post instant-hire requests and watch them fill.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     po = sub.add_parser("post", help="post a request and follow it until it ends")
     po.add_argument("--market", required=True, help="your market id, e.g. G4301001")

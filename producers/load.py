@@ -79,9 +79,15 @@ async def run(args: argparse.Namespace) -> None:
     await producer.start()
     try:
         await post_morning(
-            Publisher(producer), load_markets(), count=args.requests, rate_per_s=args.rate,
-            deadline_s=args.deadline_s, seed=args.seed, tag=args.tag, stop=stop_on_signals(),
-        )  # fmt: skip
+            Publisher(producer),
+            load_markets(),
+            count=args.requests,
+            rate_per_s=args.rate,
+            deadline_s=args.deadline_s,
+            seed=args.seed,
+            tag=args.tag,
+            stop=stop_on_signals(),
+        )
     finally:
         await producer.stop()
 

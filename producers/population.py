@@ -18,8 +18,27 @@ from schemas.events import SKILLS
 
 # Relative demand per skill, in the order of schemas.events.SKILLS.
 DEMAND: Final = (
-    9, 5, 4, 4, 4, 3, 4, 3, 14, 9, 8, 6, 4, 3, 4, 4, 6, 3, 6, 3,
-)  # fmt: skip
+    9,
+    5,
+    4,
+    4,
+    4,
+    3,
+    4,
+    3,
+    14,
+    9,
+    8,
+    6,
+    4,
+    3,
+    4,
+    4,
+    6,
+    3,
+    6,
+    3,
+)
 HEADCOUNTS: Final = (1, 2, 3, 4, 5, 6, 8, 10)
 HEADCOUNT_WEIGHTS: Final = (34, 24, 14, 9, 7, 5, 4, 3)
 WORKER_SPREAD_KM: Final = 4.0

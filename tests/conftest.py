@@ -9,8 +9,9 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
@@ -46,7 +47,7 @@ async def base_settings(broker: str) -> Settings:
         redis_url=TEST_REDIS,
         pg_dsn=TEST_DSN,
         key_prefix=f"t{uuid.uuid4().hex[:8]}",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     await ensure_topics(settings.kafka_slice())
     await pg.prepare(settings.pg_dsn)
@@ -96,14 +97,16 @@ def keys(settings: Settings) -> Keys:
     return Keys(settings.key_prefix, settings.worker_buckets)
 
 
-Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
+Service = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @contextlib.asynccontextmanager
 async def running(*services: tuple[Service, Settings]) -> AsyncIterator[list[asyncio.Event]]:
     """Run services as tasks; stop them (and surface their errors) on exit."""
     stops = [asyncio.Event() for _ in services]
-    tasks = [asyncio.create_task(fn(s, stop)) for (fn, s), stop in zip(services, stops, strict=True)]
+    tasks = [
+        asyncio.create_task(fn(s, stop)) for (fn, s), stop in zip(services, stops, strict=True)
+    ]
     try:
         yield stops
     finally:

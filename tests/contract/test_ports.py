@@ -43,7 +43,9 @@ def spec(skill: str = "mover", radius: float = 5.0, count: int = 10) -> SearchSp
     return SearchSpec("R1", skill, LON, LAT, radius, count)
 
 
-async def checkin(index: WorkerIndex, wid: str, dlon: float, skills: tuple[str, ...] = ("mover",)) -> None:
+async def checkin(
+    index: WorkerIndex, wid: str, dlon: float, skills: tuple[str, ...] = ("mover",)
+) -> None:
     await index.apply([Presence(wid, "checkin", LON + dlon, LAT, skills)])
 
 
@@ -51,7 +53,9 @@ async def found(index: WorkerIndex, s: SearchSpec | None = None) -> list[str]:
     return [c.worker_id for c in (await index.search([s or spec()]))[0]]
 
 
-async def test_search_finds_checked_in_workers_nearest_first_within_radius(index: WorkerIndex) -> None:
+async def test_search_finds_checked_in_workers_nearest_first_within_radius(
+    index: WorkerIndex,
+) -> None:
     await checkin(index, "far", 0.2)  # ~20 km east
     await checkin(index, "b", 0.02)
     await checkin(index, "a", 0.01)
@@ -111,7 +115,9 @@ async def test_release_returns_online_workers_to_the_index(index: WorkerIndex) -
     assert await found(index) == ["a"]  # b is offline, so stays out
 
 
-async def test_assignment_keeps_the_worker_out_until_they_check_in_again(index: WorkerIndex) -> None:
+async def test_assignment_keeps_the_worker_out_until_they_check_in_again(
+    index: WorkerIndex,
+) -> None:
     await checkin(index, "a", 0.01)
     await index.hold([("a", "R1")], 60_000)
     assert await index.assign([("a", "R1"), ("a", "R2")]) == [True, False]

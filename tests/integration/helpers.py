@@ -43,8 +43,10 @@ class Tap:
 
 @contextlib.asynccontextmanager
 async def tap(settings: Settings, *topics: str) -> AsyncIterator[Tap]:
-    """Read the topics from the start (fresh group, as DESIGN advises on Tansu) in the background."""
-    consumer = make_consumer(settings.kafka_slice(), *topics, group_id=f"tap-{uuid.uuid4().hex[:8]}")
+    """Read the topics from the start, with a fresh group, in the background."""
+    consumer = make_consumer(
+        settings.kafka_slice(), *topics, group_id=f"tap-{uuid.uuid4().hex[:8]}"
+    )
     await consumer.start()
     seen = Tap()
     task = asyncio.create_task(_drain(consumer, seen))
@@ -81,13 +83,22 @@ def checkin(wid: str, lon: float, lat: float, skill: str = "bricklayer") -> Outg
 
 
 def hire(
-    rid: str, market: str = "G4301001", skill: str = "bricklayer", headcount: int = 1,
+    rid: str,
+    market: str = "G4301001",
+    skill: str = "bricklayer",
+    headcount: int = 1,
     deadline_s: float = 60.0,
-) -> Outgoing:  # fmt: skip
+) -> Outgoing:
     at = now_ms()
     msg = ev.HireRequested(
-        event_id=f"hr:{rid}", at_ms=at, request_id=rid, market_id=market, skill=skill,
-        headcount=headcount, wage_yuan_per_day=260.0, start_at_ms=at,
+        event_id=f"hr:{rid}",
+        at_ms=at,
+        request_id=rid,
+        market_id=market,
+        skill=skill,
+        headcount=headcount,
+        wage_yuan_per_day=260.0,
+        start_at_ms=at,
         deadline_at_ms=at + int(deadline_s * 1000),
-    )  # fmt: skip
+    )
     return Outgoing(HIRE_REQUESTS, rid, msg)

@@ -15,7 +15,13 @@ from infra.keys import Keys
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import Settings
 from schemas import events as ev
-from schemas.topics import DEAD_LETTERS, HIRE_REQUESTS, OFFER_RESPONSES, REQUEST_EVENTS, WORKER_EVENTS
+from schemas.topics import (
+    DEAD_LETTERS,
+    HIRE_REQUESTS,
+    OFFER_RESPONSES,
+    REQUEST_EVENTS,
+    WORKER_EVENTS,
+)
 from tests.conftest import eventually, running
 from tests.integration.helpers import Tap, checkin, hire, publisher, tap
 
@@ -34,17 +40,37 @@ BAD = [
     (HIRE_REQUESTS, "R-bad", _hire_json(headcount=0), "headcount"),
     (HIRE_REQUESTS, "R-bad", _hire_json(lon=113.0, lat=50.0), "lat"),
     (HIRE_REQUESTS, "R-bad", _hire_json(skill="astronaut"), "unknown skill"),
-    (HIRE_REQUESTS, "R-bad", _hire_json(request_id="R-unknown-market", market_id="G9999999"), "unknown market"),
+    (
+        HIRE_REQUESTS,
+        "R-bad",
+        _hire_json(request_id="R-unknown-market", market_id="G9999999"),
+        "unknown market",
+    ),
     (HIRE_REQUESTS, "R-bad", b'{"type": "Teleported", "v": 1}', "type"),
     (WORKER_EVENTS, "w-bad", b"", "Invalid JSON"),
-    (WORKER_EVENTS, "w-bad", json.dumps({"type": "WorkerLocated", "v": 1, "event_id": "x",
-                                         "at_ms": 1, "worker_id": "w", "lon": "east"}).encode(), "lon"),
+    (
+        WORKER_EVENTS,
+        "w-bad",
+        json.dumps(
+            {
+                "type": "WorkerLocated",
+                "v": 1,
+                "event_id": "x",
+                "at_ms": 1,
+                "worker_id": "w",
+                "lon": "east",
+            }
+        ).encode(),
+        "lon",
+    ),
     (OFFER_RESPONSES, "R-bad", b"[]", "object"),
     (OFFER_RESPONSES, "R-bad", json.dumps({"type": "OfferAccepted", "v": 2}).encode(), "v"),
-]  # fmt: skip
+]
 
 
-async def test_bad_messages_are_dead_lettered_and_consumers_go_on(settings: Settings, redis: Redis) -> None:
+async def test_bad_messages_are_dead_lettered_and_consumers_go_on(
+    settings: Settings, redis: Redis
+) -> None:
     index = RedisWorkerIndex(redis, Keys(settings.key_prefix, settings.worker_buckets))
     async with (
         running((run_presence, settings), (run_dispatcher, settings)),
@@ -73,7 +99,9 @@ async def test_bad_messages_are_dead_lettered_and_consumers_go_on(settings: Sett
     assert rejected and "unknown market" in rejected[0].reason  # the kiosk is told why
 
 
-def _in_send_order(letters: list[ev.DeadLetter], bad: list[tuple[str, str, bytes, str]]) -> list[ev.DeadLetter]:
+def _in_send_order(
+    letters: list[ev.DeadLetter], bad: list[tuple[str, str, bytes, str]]
+) -> list[ev.DeadLetter]:
     by_payload = {letter.payload: letter for letter in letters}
     return [by_payload[value.decode(errors="replace")] for _, _, value, _ in bad]
 

@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 
 from consumers.services import run_dispatcher, run_presence
 from dispatch.geo import haversine_km
+from infra.kafka import make_consumer
 from infra.keys import ASSIGNED_PREFIX, Keys
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import PolicySettings, Settings
 from producers.workers import Behaviour, Crowd
-from infra.kafka import make_consumer
 from schemas import events as ev
 from schemas.topics import OFFERS, REQUEST_EVENTS
 from tests.conftest import eventually, running
@@ -41,8 +41,11 @@ async def test_a_request_is_offered_accepted_and_filled(settings: Settings, redi
         await eventually(lambda: _available(index, 6), what="six workers in the index")
         offers = make_consumer(settings.kafka_slice(), OFFERS, group_id=f"{settings.key_prefix}-c")
         await offers.start()
-        crowd = Crowd(pub, Behaviour(accept=1.0, silent=0.0, min_delay_ms=20, max_delay_ms=60),
-                      random.Random(1))  # fmt: skip
+        crowd = Crowd(
+            pub,
+            Behaviour(accept=1.0, silent=0.0, min_delay_ms=20, max_delay_ms=60),
+            random.Random(1),
+        )
         stop = asyncio.Event()
         listening = asyncio.create_task(crowd.listen(offers, stop))
         await pub.publish([hire("R-fill", headcount=3)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from itertools import pairwise
 
 import pytest
 from redis.asyncio import Redis
@@ -41,8 +42,11 @@ async def test_two_dispatchers_never_double_book(settings: Settings, redis: Redi
         offers = make_consumer(s.kafka_slice(), OFFERS, group_id=f"{s.key_prefix}-crowd")
         await offers.start()
         # Half accept, some decline, a few stay silent so their offers lapse and move on.
-        crowd = Crowd(pub, Behaviour(accept=0.4, silent=0.2, min_delay_ms=10, max_delay_ms=300),
-                      random.Random(5))  # fmt: skip
+        crowd = Crowd(
+            pub,
+            Behaviour(accept=0.4, silent=0.2, min_delay_ms=10, max_delay_ms=300),
+            random.Random(5),
+        )
         stop = asyncio.Event()
         listening = asyncio.create_task(crowd.listen(offers, stop))
         await pub.publish([hire(rid, headcount=n, deadline_s=6.0) for rid, n in REQUESTS.items()])
@@ -81,7 +85,7 @@ def _assert_no_overlapping_offers(seen: Tap) -> None:
         by_worker[o.worker_id].append(o)
     for worker, offers in by_worker.items():
         offers.sort(key=lambda o: o.at_ms)
-        for before, after in zip(offers, offers[1:], strict=False):
+        for before, after in pairwise(offers):
             assert before.offer_id not in accepted, f"{worker} offered again after assignment"
             assert before.offer_id in ends, f"{worker}: {before.offer_id} never ended"
             assert after.at_ms >= ends[before.offer_id], f"{worker} held two live offers"

@@ -30,7 +30,9 @@ T0 = 1_000_000
 
 
 def job(headcount: int = 2, deadline_ms: int = 600_000) -> Job:
-    return Job("R1", "G4301001", "bricklayer", headcount, 250.0, 112.94, 28.23, T0, T0, T0 + deadline_ms)
+    return Job(
+        "R1", "G4301001", "bricklayer", headcount, 250.0, 112.94, 28.23, T0, T0, T0 + deadline_ms
+    )
 
 
 def cands(*pairs: tuple[str, float]) -> list[Candidate]:
@@ -89,8 +91,10 @@ def test_apply_wave_makes_offers_with_a_deadline_and_explains_each_candidate() -
     wave = d.happened[0]
     assert isinstance(wave, WaveSent)
     assert [(n.worker_id, n.outcome) for n in wave.notes] == [
-        ("w1", "offered"), ("w2", "taken"), ("w3", "not_needed"),
-    ]  # fmt: skip
+        ("w1", "offered"),
+        ("w2", "taken"),
+        ("w3", "not_needed"),
+    ]
     assert d.search is not None  # w2 was taken by someone else: look again for the second worker
 
 
@@ -113,7 +117,9 @@ def test_nobody_even_at_the_widest_radius_waits_and_retries_later() -> None:
 
 def test_accepts_assign_until_filled_then_withdraw_the_rest() -> None:
     state = offering(headcount=1, workers=("w1",))
-    state = core.apply_wave(state, cands(("w2", 2.0)), frozenset({"w2"}), frozenset(), T0, POLICY).state
+    state = core.apply_wave(
+        state, cands(("w2", 2.0)), frozenset({"w2"}), frozenset(), T0, POLICY
+    ).state
     d = core.on_answer(state, "R1:w1", True, T0 + 1000, POLICY)
     assert d.state.status is RequestStatus.FILLED
     assert d.assigned == ("w1",)

@@ -30,10 +30,14 @@ requests_st = st.lists(
 )
 # Each round: which offers get answers (by position, accept or not), and how far time moves.
 rounds_st = st.lists(
-    st.tuples(st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=6),
-              st.integers(0, 12_000), st.booleans()),
-    min_size=1, max_size=12,
-)  # fmt: skip
+    st.tuples(
+        st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=6),
+        st.integers(0, 12_000),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 class World:
@@ -47,7 +51,9 @@ class World:
 
     async def run(self, inputs: list[Input], now: int) -> None:
         due = await self.store.pop_due(now, 1000)
-        for msg in [o.message for o in await self.dispatcher.handle(inputs + [Tick(r) for r in due], now)]:
+        for msg in [
+            o.message for o in await self.dispatcher.handle(inputs + [Tick(r) for r in due], now)
+        ]:
             if isinstance(msg, ev.OfferMade):
                 self.live.append(msg)
             elif isinstance(msg, ev.WaveSent):
@@ -56,10 +62,12 @@ class World:
 
 async def simulate(workers, requests, rounds) -> World:  # type: ignore[no-untyped-def]
     w = World()
-    await w.index.apply([
-        Presence(f"w{i}", "checkin", LON + dx, LAT + dy, (skill,))
-        for i, ((dx, dy), skill) in enumerate(workers)
-    ])  # fmt: skip
+    await w.index.apply(
+        [
+            Presence(f"w{i}", "checkin", LON + dx, LAT + dy, (skill,))
+            for i, ((dx, dy), skill) in enumerate(workers)
+        ]
+    )
     now = 1_000_000
     jobs = [
         Job(f"r{i}", "G4301001", skill, n, 200.0, LON + dx, LAT + dy, now, now, now + 40_000)
@@ -84,9 +92,11 @@ async def simulate(workers, requests, rounds) -> World:  # type: ignore[no-untyp
 async def check(w: World) -> None:
     states = [s for _, s in w.store.states.values()]
     busy = Counter(
-        o.worker_id for s in states for o in s.offers
+        o.worker_id
+        for s in states
+        for o in s.offers
         if o.status in (OfferStatus.MADE, OfferStatus.ACCEPTED)
-    )  # fmt: skip
+    )
     assert all(n == 1 for n in busy.values()), f"double-booked: {busy}"
     for s in states:
         assert s.assigned <= s.job.headcount, "over-filled"
