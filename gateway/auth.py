@@ -1,0 +1,143 @@
+"""Who may do what: signed tokens, station credentials and the permission rules.
+
+Rules, in one table (anything not listed is refused with 403):
+
+============  ====================================  =======================================
+role          reads                                 writes
+============  ====================================  =======================================
+station       its own market's requests             post and cancel its own market's requests
+worker        its own offers                        answer its own offers, check in, go offline
+supervisor    every request, every worker's offers  nothing
+============  ====================================  =======================================
+
+Tokens are JWT (HS256) with ``sub`` (market id, worker id or supervisor name), ``role`` and
+``exp``. A missing, expired or forged token is 401; a valid token asking for something its
+role or subject does not allow is 403. A station proves who it is with its station key, an
+HMAC of its market id under the gateway secret, and receives a token in exchange.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import jwt
+
+from infra.settings import STACK_DIR, GatewaySettings
+
+Role = Literal["station", "worker", "supervisor"]
+ROLES: Final[tuple[Role, ...]] = ("station", "worker", "supervisor")
+ALGORITHM: Final = "HS256"
+DEV_SECRET_FILE: Final = STACK_DIR / "gateway-secret"
+STATION_KEY_CHARS: Final = 24
+
+
+class AuthError(Exception):
+    """Refused: ``status`` is 401 (who are you?) or 403 (not allowed)."""
+
+    def __init__(self, status: Literal[401, 403], reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller, as its token says."""
+
+    role: Role
+    subject: str
+
+
+def issue_token(secret: str, role: Role, subject: str, now_s: int, ttl_s: int) -> str:
+    """A signed token for ``subject`` in ``role``, valid ``ttl_s`` seconds from ``now_s``."""
+    claims = {"sub": subject, "role": role, "iat": now_s, "exp": now_s + ttl_s}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str | None, now_s: int | None = None) -> Principal:
+    """The principal a token names, or ``AuthError(401)`` if it is missing, expired or forged."""
+    if not token:
+        raise AuthError(401, "a token is required (Authorization: Bearer … or ?token=…)")
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "sub"], "verify_exp": now_s is None},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError(401, "the token has expired") from None
+    except jwt.InvalidTokenError as e:
+        raise AuthError(401, f"the token is not valid: {e}") from None
+    if now_s is not None and int(claims["exp"]) <= now_s:
+        raise AuthError(401, "the token has expired")
+    role = claims.get("role")
+    if role not in ROLES:
+        raise AuthError(401, "the token names no known role")
+    return Principal(role, str(claims["sub"]))
+
+
+def station_key(secret: str, market_id: str) -> str:
+    """The station's own credential: an HMAC of its market id under the gateway secret."""
+    mac = hmac.new(secret.encode(), f"station:{market_id}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:STATION_KEY_CHARS]
+
+
+def check_station_key(secret: str, market_id: str, key: str) -> None:
+    """Raise ``AuthError(401)`` unless ``key`` is the station key of ``market_id``."""
+    if not hmac.compare_digest(station_key(secret, market_id), key):
+        raise AuthError(401, "wrong market id or station key")
+
+
+# --- the permission rules -----------------------------------------------------------------
+
+
+def may_write_market(who: Principal, market_id: str) -> None:
+    """Post or cancel a request: only the market's own station."""
+    if who.role != "station":
+        raise AuthError(403, f"a {who.role} may not post or cancel requests")
+    if who.subject != market_id:
+        raise AuthError(403, f"station {who.subject} may act only for its own market")
+
+
+def may_read_market(who: Principal, market_id: str) -> None:
+    """Read a request: its market's station, or a supervisor."""
+    if who.role == "supervisor":
+        return
+    if who.role != "station" or who.subject != market_id:
+        raise AuthError(403, "only the request's own station or a supervisor may read it")
+
+
+def may_read_worker(who: Principal, worker_id: str) -> None:
+    """See a worker's offers: the worker, or a supervisor."""
+    if who.role == "supervisor" or (who.role == "worker" and who.subject == worker_id):
+        return
+    raise AuthError(403, "only the worker or a supervisor may see these offers")
+
+
+def must_be_worker(who: Principal) -> str:
+    """The worker id of a worker's token; 403 for any other role."""
+    if who.role != "worker":
+        raise AuthError(403, f"a {who.role} may not answer offers or check in")
+    return who.subject
+
+
+# --- the secret ---------------------------------------------------------------------------
+
+
+def resolve_secret(gateway: GatewaySettings, dev_file: Path = DEV_SECRET_FILE) -> str:
+    """The signing secret: from settings, else the development one in ``.stack/`` (made once)."""
+    if gateway.secret is not None:
+        return gateway.secret.get_secret_value()
+    if dev_file.exists():
+        return dev_file.read_text().strip()
+    dev_file.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    dev_file.touch(mode=0o600)
+    dev_file.write_text(value)
+    return value

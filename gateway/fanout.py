@@ -1,0 +1,83 @@
+"""The gateway's consumer: offers and lifecycle events from Kafka to Redis and to sockets.
+
+All gateway processes share one consumer group on ``gig.offers.v1`` and
+``gig.request-events.v1``. For each batch the process that got it updates the live offers and
+the request histories in Redis, then publishes every message on its worker's or request's
+pub/sub channel, so the process holding the socket or stream sends it on. Records it cannot
+decode go to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from pydantic import TypeAdapter
+
+from consumers.runtime import Outgoing, decode
+from gateway.hub import Hub
+from gateway.keys import GatewayKeys
+from gateway.store import LiveOffers, RequestHistory
+from schemas import events as ev
+from schemas.topics import OFFERS, REQUEST_EVENTS
+
+CONSUMER = "gateway"
+OFFER_ADAPTER: TypeAdapter[ev.OfferMade | ev.OfferWithdrawn] = ev.OFFER_EVENT
+EVENT_ADAPTER: TypeAdapter[ev.RequestEvent] = ev.REQUEST_EVENT
+
+
+@dataclass
+class Sorted:
+    """A batch, sorted by what the gateway does with each message."""
+
+    made: list[ev.OfferMade] = field(default_factory=list)
+    gone: list[ev.OfferWithdrawn] = field(default_factory=list)
+    happened: list[tuple[str, ev.RequestEvent]] = field(default_factory=list)
+    dead: list[Outgoing] = field(default_factory=list)
+
+
+def sort_batch(records: Sequence[ConsumerRecord[Any, Any]], now_ms: int) -> Sorted:
+    """Decode a batch; offers already expired (an old backlog) are not pushed again."""
+    out = Sorted()
+    offers = decode([r for r in records if r.topic == OFFERS], {OFFERS: OFFER_ADAPTER}, CONSUMER)
+    events = decode(
+        [r for r in records if r.topic == REQUEST_EVENTS], {REQUEST_EVENTS: EVENT_ADAPTER}, CONSUMER
+    )
+    out.dead = offers.dead + events.dead
+    for _, msg in offers.good:
+        if isinstance(msg, ev.OfferMade):
+            if msg.expires_at_ms > now_ms:
+                out.made.append(msg)
+        else:
+            out.gone.append(msg)
+    out.happened = [(msg.request_id, msg) for _, msg in events.good]
+    return out
+
+
+def pushes(batch: Sorted, keys: GatewayKeys) -> list[tuple[str, str]]:
+    """(channel, JSON) for every message some socket or stream may be waiting for."""
+    items = [(keys.worker_channel(m.worker_id), m.model_dump_json()) for m in batch.made]
+    items += [(keys.worker_channel(m.worker_id), m.model_dump_json()) for m in batch.gone]
+    items += [(keys.request_channel(rid), m.model_dump_json()) for rid, m in batch.happened]
+    return items
+
+
+class Fanout:
+    """Carries out one sorted batch: Redis views first, then the pushes."""
+
+    def __init__(
+        self, offers: LiveOffers, history: RequestHistory, hub: Hub, keys: GatewayKeys
+    ) -> None:
+        self.offers = offers
+        self.history = history
+        self.hub = hub
+        self.keys = keys
+
+    async def handle(self, batch: Sorted) -> None:
+        # Views before pushes: a socket that hears of an offer can already answer it.
+        await self.offers.apply(batch.made, batch.gone)
+        if batch.happened:
+            await self.history.add(batch.happened)
+        await self.hub.publish(pushes(batch, self.keys))

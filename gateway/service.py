@@ -1,0 +1,240 @@
+"""What the gateway does, behind the HTTP routes and the socket: one method per use case.
+
+Every method checks the caller's permission first and publishes only after it passed, so a
+refused call never reaches Kafka. Errors are ``AuthError`` (401/403), ``NotFound`` (404),
+``Conflict`` (409) and ``Invalid`` (422); the app turns them into responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from consumers.runtime import Outgoing, explain
+from dispatch.model import OfferStatus, RequestState
+from gateway import auth
+from gateway.auth import Principal
+from gateway.store import LiveOffers, PostedRequests, RequestHistory
+from gateway.wire import (
+    Accepted,
+    AnswerIn,
+    AnswerOut,
+    Assignment,
+    CancelIn,
+    CheckInIn,
+    HireRequestIn,
+    RequestView,
+)
+from infra.redis_index import RedisRequestStore
+from schemas import events as ev
+from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
+
+Place = tuple[float, float]
+# Fields a repeated post must share with the first one to count as the same request.
+SAME_REQUEST = ("market_id", "skill", "headcount", "wage_yuan_per_day", "lon", "lat", "note")
+
+
+class NotFound(Exception):
+    """No such request (or nothing the caller may see)."""
+
+
+class Conflict(Exception):
+    """The request id is already used for a different request."""
+
+
+class Invalid(Exception):
+    """Well-formed but not acceptable (an unknown market, incoherent fields)."""
+
+
+class Sink(Protocol):
+    """Where outgoing messages go: Kafka in service, a list in tests."""
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None: ...
+
+
+@dataclass
+class Gateway:
+    """The gateway's use cases over its clients (made once, in the app's lifespan)."""
+
+    secret: str
+    token_ttl_s: int
+    sink: Sink
+    offers: LiveOffers
+    posted: PostedRequests
+    history: RequestHistory
+    dispatch_state: RedisRequestStore
+    markets: Mapping[str, Place]
+    clock: Callable[[], int]
+
+    def who(self, token: str | None) -> Principal:
+        """The caller a token names (401 if missing, expired or forged)."""
+        return auth.verify_token(self.secret, token)
+
+    def token_for(self, role: auth.Role, subject: str) -> tuple[str, int]:
+        """A fresh token and its expiry (epoch seconds)."""
+        now_s = self.clock() // 1000
+        token = auth.issue_token(self.secret, role, subject, now_s, self.token_ttl_s)
+        return token, now_s + self.token_ttl_s
+
+    def station_login(self, market_id: str, key: str) -> tuple[str, int]:
+        auth.check_station_key(self.secret, market_id, key)
+        return self.token_for("station", market_id)
+
+    # --- kiosks -----------------------------------------------------------------------------
+
+    async def post_request(self, who: Principal, body: HireRequestIn) -> tuple[bool, Accepted]:
+        """Send a request on to dispatch; (True, …) the first time, (False, …) on a repeat."""
+        auth.may_write_market(who, body.market_id)
+        if body.market_id not in self.markets:
+            raise Invalid(f"unknown market {body.market_id!r}")
+        msg = self._hire_requested(body)
+        first = await self.posted.remember(msg)
+        if first is not msg and _differs(first, msg):
+            raise Conflict(f"request id {body.request_id!r} is already used for another request")
+        # A repeat is sent again: harmless (dispatch takes a request once) and it covers a
+        # gateway that stopped between recording the request and publishing it.
+        await self.sink.publish([Outgoing(HIRE_REQUESTS, first.request_id, first)])
+        detail = "posted" if first is msg else "already posted"
+        out = Accepted(request_id=first.request_id, status="submitted", detail=detail)
+        return first is msg, out
+
+    def _hire_requested(self, body: HireRequestIn) -> ev.HireRequested:
+        at = self.clock()
+        try:
+            return ev.HireRequested(
+                event_id=f"hr:{body.request_id}", at_ms=at, request_id=body.request_id,
+                market_id=body.market_id, skill=body.skill, headcount=body.headcount,
+                wage_yuan_per_day=body.wage_yuan_per_day, lon=body.lon, lat=body.lat,
+                start_at_ms=at, deadline_at_ms=at + int(body.deadline_min * 60_000),
+                note=body.note,
+            )  # fmt: skip
+        except ValidationError as e:
+            raise Invalid(explain(e)) from None
+
+    async def cancel_request(self, who: Principal, request_id: str, body: CancelIn) -> Accepted:
+        """Ask dispatch to cancel a request; its live offers are withdrawn there."""
+        market = await self._market_of(request_id)
+        auth.may_write_market(who, market)
+        msg = ev.HireCancelled(
+            event_id=f"hc:{request_id}", at_ms=self.clock(), request_id=request_id,
+            market_id=market, reason=body.reason,
+        )  # fmt: skip
+        await self.sink.publish([Outgoing(HIRE_REQUESTS, request_id, msg)])
+        return Accepted(request_id=request_id, status="cancelling", detail="cancel sent")
+
+    async def view(self, who: Principal, request_id: str) -> RequestView:
+        """Where a request stands and who is coming."""
+        if who.role == "worker":
+            raise auth.AuthError(403, "a worker may not read requests")
+        loaded = await self.dispatch_state.load([request_id])
+        state = loaded[request_id][1] if request_id in loaded else None
+        posted = await self.posted.get(request_id)
+        if state is None and posted is None:
+            raise NotFound(f"no request {request_id!r}")
+        market = state.job.market_id if state else posted.market_id  # type: ignore[union-attr]
+        auth.may_read_market(who, market)
+        if state is not None:
+            return view_of(state)
+        assert posted is not None
+        return await self._pending_view(posted)
+
+    async def _pending_view(self, posted: ev.HireRequested) -> RequestView:
+        rejected = [
+            e for e in await self.history.events(posted.request_id)
+            if isinstance(e, ev.RequestRejected)
+        ]  # fmt: skip
+        return RequestView(
+            request_id=posted.request_id, market_id=posted.market_id, skill=posted.skill,
+            headcount=posted.headcount, status="rejected" if rejected else "submitted",
+            assigned=0, assignments=[], offers_out=0, offers_made=0, wave=0,
+            deadline_at_ms=posted.deadline_at_ms, reason=rejected[0].reason if rejected else "",
+        )  # fmt: skip
+
+    async def may_follow(self, who: Principal, request_id: str) -> None:
+        """Whether the caller may follow a request's progress (raises if not)."""
+        if who.role == "worker":
+            raise auth.AuthError(403, "a worker may not follow requests")
+        auth.may_read_market(who, await self._market_of(request_id))
+
+    async def _market_of(self, request_id: str) -> str:
+        posted = await self.posted.get(request_id)
+        if posted is not None:
+            return posted.market_id
+        loaded = await self.dispatch_state.load([request_id])
+        if request_id in loaded:
+            return loaded[request_id][1].job.market_id
+        raise NotFound(f"no request {request_id!r}")
+
+    # --- workers ------------------------------------------------------------------------------
+
+    async def live_offers(self, who: Principal, worker_id: str) -> list[ev.OfferMade]:
+        auth.may_read_worker(who, worker_id)
+        return await self.offers.live(worker_id, self.clock())
+
+    async def answer(self, who: Principal, body: AnswerIn) -> AnswerOut:
+        """Pass a worker's answer on to dispatch, if the offer is theirs and still open."""
+        worker_id = auth.must_be_worker(who)
+        offer = await self.offers.get(worker_id, body.offer_id, self.clock())
+        if offer is None:
+            return AnswerOut(
+                type="AnswerRefused", offer_id=body.offer_id, answer=body.type,
+                reason="no such open offer of yours (expired, withdrawn or not yours)",
+            )  # fmt: skip
+        answer = self._answer(offer, body)
+        await self.sink.publish([Outgoing(OFFER_RESPONSES, offer.request_id, answer)])
+        await self.offers.drop(worker_id, offer.offer_id)
+        return AnswerOut(type="AnswerSent", offer_id=offer.offer_id, answer=body.type)
+
+    def _answer(self, offer: ev.OfferMade, body: AnswerIn) -> ev.OfferAccepted | ev.OfferDeclined:
+        common = {"at_ms": self.clock(), "offer_id": offer.offer_id,
+                  "request_id": offer.request_id, "worker_id": offer.worker_id}  # fmt: skip
+        if body.type == "accept":
+            return ev.OfferAccepted(event_id=f"oa:{offer.offer_id}", **common)  # type: ignore[arg-type]
+        return ev.OfferDeclined(event_id=f"od:{offer.offer_id}", reason=body.reason, **common)  # type: ignore[arg-type]
+
+    async def check_in(self, who: Principal, body: CheckInIn) -> None:
+        """The worker becomes available at a market's place or at a position."""
+        worker_id = auth.must_be_worker(who)
+        lon, lat = self._place(body)
+        at = self.clock()
+        msg = ev.WorkerCheckedIn(
+            event_id=f"ci:{worker_id}:{at}", at_ms=at, worker_id=worker_id,
+            market_id=body.market_id, lon=lon, lat=lat, skills=body.skills,
+        )  # fmt: skip
+        await self.sink.publish([Outgoing(WORKER_EVENTS, worker_id, msg)])
+
+    def _place(self, body: CheckInIn) -> Place:
+        if body.lon is not None and body.lat is not None:
+            return body.lon, body.lat
+        if body.market_id is None:
+            raise Invalid("give a market_id, or both lon and lat")
+        if body.market_id not in self.markets:
+            raise Invalid(f"unknown market {body.market_id!r}")
+        return self.markets[body.market_id]
+
+    async def go_offline(self, who: Principal) -> None:
+        worker_id = auth.must_be_worker(who)
+        at = self.clock()
+        msg = ev.WorkerWentOffline(event_id=f"off:{worker_id}:{at}", at_ms=at, worker_id=worker_id)
+        await self.sink.publish([Outgoing(WORKER_EVENTS, worker_id, msg)])
+
+
+def _differs(a: ev.HireRequested, b: ev.HireRequested) -> bool:
+    return any(getattr(a, f) != getattr(b, f) for f in SAME_REQUEST)
+
+
+def view_of(state: RequestState) -> RequestView:
+    """The kiosk's view of the dispatcher's request state."""
+    job = state.job
+    accepted = [o for o in state.offers if o.status is OfferStatus.ACCEPTED]
+    return RequestView(
+        request_id=job.request_id, market_id=job.market_id, skill=job.skill,
+        headcount=job.headcount, status=state.status.value, assigned=len(accepted),
+        assignments=[Assignment(worker_id=o.worker_id, offer_id=o.offer_id,
+                                distance_km=o.distance_km) for o in accepted],
+        offers_out=len(state.live), offers_made=len(state.offers), wave=state.wave,
+        deadline_at_ms=job.deadline_at_ms,
+    )  # fmt: skip

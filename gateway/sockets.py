@@ -1,0 +1,90 @@
+"""The worker's socket and the kiosk's progress stream: long-lived connections on the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from consumers.runtime import explain
+from gateway.auth import Principal
+from gateway.hub import Hub
+from gateway.keys import GatewayKeys
+from gateway.service import Gateway
+from gateway.wire import AnswerIn, AnswerOut
+
+KEEPALIVE_S = 15.0
+FINAL_EVENTS = frozenset({"RequestFilled", "RequestExpired", "RequestCancelled", "RequestRejected"})
+
+
+async def worker_session(
+    ws: WebSocket, gw: Gateway, hub: Hub, keys: GatewayKeys, who: Principal
+) -> None:
+    """Push the worker's offers as they come; take their answers; until they hang up."""
+    await ws.accept()
+    async with hub.listen(keys.worker_channel(who.subject)) as queue:
+        # Listen first, then resend the live offers: an offer made in between may arrive
+        # twice (the page keeps one per offer id), never not at all.
+        live = await gw.offers.live(who.subject, gw.clock())
+        for offer in live:
+            await ws.send_text(offer.model_dump_json())
+        hello = {"type": "Welcome", "worker_id": who.subject, "live_offers": len(live)}
+        await ws.send_text(json.dumps(hello))
+        pump = asyncio.create_task(_pump(ws, queue))
+        try:
+            await _answers(ws, gw, who)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await pump
+
+
+async def _pump(ws: WebSocket, queue: asyncio.Queue[str]) -> None:
+    while True:
+        await ws.send_text(await queue.get())
+
+
+async def _answers(ws: WebSocket, gw: Gateway, who: Principal) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            text = await ws.receive_text()
+            try:
+                body = AnswerIn.model_validate_json(text)
+            except ValidationError as e:
+                refused = {"type": "Error", "reason": explain(e)}
+                await ws.send_text(json.dumps(refused))
+                continue
+            out: AnswerOut = await gw.answer(who, body)
+            await ws.send_text(out.model_dump_json())
+
+
+async def progress(gw: Gateway, hub: Hub, keys: GatewayKeys, request_id: str) -> AsyncIterator[str]:
+    """Server-sent events: the request's history so far, then each event as it happens,
+    ending after the last one (filled, expired, cancelled or rejected)."""
+    async with hub.listen(keys.request_channel(request_id)) as queue:
+        seen: set[str] = set()
+        for event in await gw.history.events(request_id):
+            seen.add(event.event_id)
+            yield _sse(event.type, event.model_dump_json())
+            if event.type in FINAL_EVENTS:
+                return
+        while True:
+            try:
+                data = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            body = json.loads(data)
+            if body.get("event_id") in seen:
+                continue
+            yield _sse(str(body.get("type", "message")), data)
+            if body.get("type") in FINAL_EVENTS:
+                return
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"

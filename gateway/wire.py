@@ -1,0 +1,125 @@
+"""What the HTTP API and the worker socket accept and return (pydantic, validated at the edge).
+
+The Kafka messages themselves are the models of ``schemas.events``; these are the shapes a
+kiosk, a phone or a supervisor sends and receives.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.events import Id, Lat, Lon, Skill
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HireRequestIn(_In):
+    """A kiosk's instant-hire request. ``request_id`` is chosen by the kiosk: posting the same
+    request again is harmless and returns the same request."""
+
+    request_id: Id
+    market_id: Id
+    skill: Skill
+    headcount: int = Field(1, ge=1, le=50)
+    wage_yuan_per_day: float = Field(250.0, gt=0, le=5000)
+    deadline_min: float = Field(10.0, gt=0, le=24 * 60, description="minutes to fill it")
+    lon: Lon | None = None
+    lat: Lat | None = None
+    note: str = Field("", max_length=200)
+
+
+class CancelIn(_In):
+    reason: str = Field("", max_length=200)
+
+
+class StationLoginIn(_In):
+    """A station's credentials: its market id and its station key."""
+
+    market_id: Id
+    key: str = Field(min_length=1, max_length=200)
+
+
+class DevLoginIn(_In):
+    """Development only: any role and subject, no credentials."""
+
+    role: Literal["station", "worker", "supervisor"]
+    subject: Id
+
+
+class TokenOut(BaseModel):
+    token: str
+    role: str
+    subject: str
+    expires_at_s: int
+
+
+class PrincipalOut(BaseModel):
+    role: str
+    subject: str
+
+
+class CheckInIn(_In):
+    """A worker becomes available at a market (its place) or at a position, with skills."""
+
+    skills: tuple[Skill, ...] = Field(min_length=1, max_length=5)
+    market_id: Id | None = None
+    lon: Lon | None = None
+    lat: Lat | None = None
+
+
+class Accepted(BaseModel):
+    """What was sent on to the dispatch service."""
+
+    request_id: str
+    status: str
+    detail: str = ""
+
+
+class Assignment(BaseModel):
+    worker_id: str
+    offer_id: str
+    distance_km: float
+
+
+class RequestView(BaseModel):
+    """A request as its kiosk sees it: where it stands and who is coming."""
+
+    request_id: str
+    market_id: str
+    skill: str
+    headcount: int
+    status: Literal["submitted", "open", "offering", "filled", "expired", "cancelled", "rejected"]
+    assigned: int
+    assignments: list[Assignment]
+    offers_out: int
+    offers_made: int
+    wave: int
+    deadline_at_ms: int
+    reason: str = ""
+
+
+# --- the worker socket --------------------------------------------------------------------
+
+
+class AnswerIn(_In):
+    """A worker's answer to one of their offers, sent on the socket (or posted)."""
+
+    type: Literal["accept", "decline"]
+    offer_id: Id
+    reason: str = Field("", max_length=200)
+
+
+SocketIn = Annotated[AnswerIn, Field(discriminator="type")]
+
+
+class AnswerOut(BaseModel):
+    """The gateway's receipt for an answer: passed on to dispatch, or refused and why."""
+
+    type: Literal["AnswerSent", "AnswerRefused"]
+    offer_id: str
+    answer: str
+    reason: str = ""
