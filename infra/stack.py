@@ -52,6 +52,9 @@ REDIS_START = [
 ]
 
 
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
 class StackError(RuntimeError):
     """A service could not be started; the message says what to do."""
 
@@ -116,9 +119,22 @@ def stop_process(pid: int, timeout_s: float = 5.0) -> None:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            os.kill(pid, 0)
+            if _gone(pid):
+                return
             time.sleep(0.05)
         os.killpg(pid, signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    """Whether the process has exited (reaping it if it is our own child)."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def ensure_redis(url: str) -> bool:
@@ -174,6 +190,7 @@ def up(settings: Settings) -> str:
     if bootstrap is None:
         port = free_port()
         proc = start_tansu(port, STACK_DIR / "tansu.log")
+        _DETACHED.append(proc)  # it outlives this call; keep the handle so it can be reaped
         TANSU_PID.write_text(str(proc.pid))
         bootstrap = f"127.0.0.1:{port}"
         STACK_ENV_FILE.write_text(f"GIG_KAFKA_BOOTSTRAP={bootstrap}\n")
@@ -201,7 +218,11 @@ def _running_broker() -> str | None:
 def down() -> None:
     """Stop the broker this stack started, and Redis/PostgreSQL if it started them."""
     if TANSU_PID.exists():
-        stop_process(int(TANSU_PID.read_text()))
+        pid = int(TANSU_PID.read_text())
+        stop_process(pid)
+        for proc in [p for p in _DETACHED if p.pid == pid]:
+            proc.wait(timeout=5)
+            _DETACHED.remove(proc)
         TANSU_PID.unlink()
     STACK_ENV_FILE.unlink(missing_ok=True)
     started = STARTED.read_text().split() if STARTED.exists() else []
