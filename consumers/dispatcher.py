@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from consumers import effects
 from consumers.runtime import Outgoing, dead_letter, decode
-from dispatch import core
+from dispatch import batch, core
 from dispatch.model import (
     Answer,
     Cancel,
@@ -63,6 +63,8 @@ class Progress:
     held: set[str] = field(default_factory=set)
     wants_search: bool = False
     changed: bool = False
+    ticked: bool = False  # woken by its timer in this batch
+    defer_at: int | None = None  # batch policy: searches when the window closes
 
     def add(self, d: Decision | None) -> None:
         if d is None:
@@ -127,18 +129,21 @@ class Dispatcher:
         progress = Progress(version, state)
         for item in items:
             progress.add(core.step(progress.state, item, now, self.policy))
+        progress.ticked = any(isinstance(item, Tick) for item in items)
         return progress
 
     async def _waves(self, active: list[Progress], now: int) -> None:
         """Search, plan, hold and offer for every searching request, widening as needed."""
         taken: set[str] = set()
+        if batch.is_batch(self.policy):
+            active = self._defer(active, now)
         for _ in range(len(self.policy.radii_km) + 2):
             if not active:
                 return
             found = await self.index.search(
                 [core.search_for(_state(p), self.policy) for p in active]
             )
-            plans = [self._plan(p, f, taken) for p, f in zip(active, found, strict=True)]
+            plans = self._plans(active, found, taken)
             claims = [
                 (c.worker_id, _rid(p)) for p, plan in zip(active, plans, strict=True) for c in plan
             ]
@@ -152,6 +157,27 @@ class Dispatcher:
                 )
             active = [p for p in active if p.searching]
 
+    def _plans(
+        self, active: list[Progress], found: list[list[Candidate]], taken: set[str]
+    ) -> list[list[Candidate]]:
+        if not batch.is_batch(self.policy):
+            return [self._plan(p, f, taken) for p, f in zip(active, found, strict=True)]
+        waves = [(_state(p), f) for p, f in zip(active, found, strict=True)]
+        plans = batch.plan_batch(waves, self.policy, frozenset(taken))
+        taken.update(c.worker_id for plan in plans for c in plan)
+        return plans
+
+    def _defer(self, active: list[Progress], now: int) -> list[Progress]:
+        """Batch policy: requests not woken by their timer wait for the window to close."""
+        ready: list[Progress] = []
+        for p in active:
+            if p.ticked or batch.window_end(now) <= now:
+                ready.append(p)
+            else:
+                p.state = batch.defer(_state(p), now)
+                p.defer_at, p.changed = _state(p).next_search_at_ms, True
+        return ready
+
     def _plan(self, p: Progress, found: list[Candidate], taken: set[str]) -> list[Candidate]:
         plan = core.plan_wave(_state(p), found, self.policy, frozenset(taken))
         taken.update(c.worker_id for c in plan)
@@ -163,7 +189,7 @@ class Dispatcher:
         for (wid, rid), ok in zip(assigned, await self.index.assign(assigned), strict=True):
             if not ok:
                 log.warning("assignment of %s to %s found the hold gone", wid, rid)
-        await self.store.schedule([(_rid(p), _state(p).due_at_ms()) for p in won])
+        await self.store.schedule([(_rid(p), _due(p)) for p in won])
         for p in won:
             out.extend(_messages(p, now))
 
@@ -174,6 +200,11 @@ def _messages(p: Progress, now: int) -> list[Outgoing]:
     msgs += [effects.offer_withdrawn(state.job, w, now) for w in p.withdrawn]
     msgs += [effects.happened(state, h, now) for h in p.happened]
     return msgs
+
+
+def _due(p: Progress) -> int | None:
+    due = _state(p).due_at_ms()
+    return due if due is None or p.defer_at is None else min(due, p.defer_at)
 
 
 def _state(p: Progress) -> RequestState:

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
+from archive.journal import DISPATCH_JOURNAL, Journal
 from consumers.dispatcher import TIMERS_PER_BATCH, Dispatcher, Place, ticks, translate
 from consumers.runtime import (
     Outgoing,
@@ -28,7 +29,7 @@ from consumers.runtime import (
 )
 from dispatch.model import Policy
 from infra import pg
-from infra.kafka import make_consumer, make_producer
+from infra.kafka import ensure_topics, make_consumer, make_producer
 from infra.keys import Keys
 from infra.ports import Presence
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
@@ -86,6 +87,8 @@ async def run_dispatcher(
     dispatcher = Dispatcher(
         RedisWorkerIndex(redis, keys), RedisRequestStore(redis, keys), policy_from(settings.policy)
     )
+    journal = Journal(dispatcher.policy)  # what each batch took, and its clock, for replay
+    await ensure_topics(settings.kafka_slice(), (DISPATCH_JOURNAL,))
     group = settings.dispatcher_group
     async with kafka_clients(settings, group, HIRE_REQUESTS, OFFER_RESPONSES) as (consumer, pub):
 
@@ -93,7 +96,9 @@ async def run_dispatcher(
             now = now_ms()
             inputs, refused = translate(records, markets, now)
             due = await dispatcher.store.pop_due(now, TIMERS_PER_BATCH)
-            await pub.publish(refused + await dispatcher.handle(inputs + ticks(due), now))
+            batch = inputs + ticks(due)
+            out = await dispatcher.handle(batch, now)
+            await pub.publish(refused + out + journal.entry(batch, now))
 
         log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
         try:
