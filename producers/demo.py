@@ -112,10 +112,10 @@ def summary(out: Outcomes, crowd: Crowd) -> str:
         ),
         ("worker answers", ", ".join(f"{k} {v}" for k, v in crowd.answers.items())),
     ]
-    width = max(len(a) for a, _ in rows)
-    line = "+" + "-" * (width + 2) + "+" + "-" * 30 + "+"
-    body = [f"| {a:<{width}} | {b:<28} |" for a, b in rows]
-    return "\n".join([line, f"| {'instant hire: the morning':<{width + 31}}|", line, *body, line])
+    wa, wb = max(len(a) for a, _ in rows), max(len(b) for _, b in rows)
+    line = f"+{'-' * (wa + 2)}+{'-' * (wb + 2)}+"
+    title = f"| {'instant hire: the morning':<{wa + wb + 3}} |"
+    return "\n".join([line, title, line, *(f"| {a:<{wa}} | {b:<{wb}} |" for a, b in rows), line])
 
 
 def start_service(module: str, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
