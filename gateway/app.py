@@ -68,19 +68,31 @@ class Parts:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    redis = redis_client(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        await _start(app, settings, stack)
+        yield
+
+
+async def _start(app: FastAPI, settings: Settings, stack: contextlib.AsyncExitStack) -> None:
+    """Make every client, registering each one's closing on ``stack`` as soon as it exists."""
     keys = GatewayKeys(settings.key_prefix)
+    secret = auth.resolve_secret(settings.gateway)
+    markets = await pg.market_places(settings.pg_dsn)
+    redis = redis_client(settings)
+    stack.push_async_callback(redis.aclose)
     kafka = settings.kafka_slice()
     producer = make_producer(kafka)
-    consumer = make_consumer(kafka, OFFERS, REQUEST_EVENTS, group_id=settings.gateway.group)
-    hub = Hub(redis, keys.hello())
-    markets = await pg.market_places(settings.pg_dsn)
     await producer.start()
-    await consumer.start()
+    stack.push_async_callback(producer.stop)
+    hub = Hub(redis, keys.hello())
     await hub.start()
+    stack.push_async_callback(hub.stop)
+    consumer = make_consumer(kafka, OFFERS, REQUEST_EVENTS, group_id=settings.gateway.group)
+    await consumer.start()
+    stack.push_async_callback(consumer.stop)
     publisher = Publisher(producer)
     gateway = Gateway(
-        secret=auth.resolve_secret(settings.gateway),
+        secret=secret,
         token_ttl_s=settings.gateway.token_ttl_s,
         sink=publisher,
         offers=LiveOffers(redis, keys),
@@ -99,17 +111,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     stop = asyncio.Event()
     task = asyncio.create_task(consume(consumer, handle, stop, poll_ms=100), name="gateway-fanout")
-    app.state.parts = Parts(gateway, hub, keys, settings.gateway.dev_login)
-    try:
-        yield
-    finally:
+
+    async def stop_fanout() -> None:
         stop.set()
-        with contextlib.suppress(Exception):
-            await task
-        await consumer.stop()
-        await hub.stop()
-        await producer.stop()
-        await redis.aclose()
+        await task
+
+    stack.push_async_callback(stop_fanout)
+    app.state.parts = Parts(gateway, hub, keys, settings.gateway.dev_login)
 
 
 def parts(request: Request) -> Parts:

@@ -13,13 +13,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 
 import uvicorn
+from fastapi import FastAPI
 
 from consumers.runtime import setup_logging, stop_on_signals
 from consumers.services import run_dispatcher, run_presence
 from gateway import auth
-from gateway.app import create_app
+from gateway.app import Parts, create_app
+from gateway.service import Gateway
 from infra import stack
 from infra.settings import Settings
 
@@ -35,11 +38,28 @@ class Server(uvicorn.Server):
         yield
 
 
+@dataclass(frozen=True)
+class Running:
+    """A gateway running in this process: its base URL and its app."""
+
+    url: str
+    app: FastAPI
+
+    @property
+    def gateway(self) -> Gateway:
+        """The app's use cases (tests swap its ``sink`` to watch what is published)."""
+        parts: Parts = self.app.state.parts
+        return parts.gateway
+
+
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Run the gateway in this event loop; yield its base URL (port 0: a free port)."""
+async def serving(
+    settings: Settings, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[Running]:
+    """Run the gateway in this event loop until the block ends (port 0: a free port)."""
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning",
+        app, host=host, port=port, log_level="warning",
         ws="websockets-sansio", lifespan="on",
     )  # fmt: skip
     server = Server(config)
@@ -55,7 +75,7 @@ async def serving(settings: Settings, host: str = "127.0.0.1", port: int = 0) ->
         await asyncio.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://{host}:{bound}"
+        yield Running(f"http://{host}:{bound}", app)
     finally:
         server.should_exit = True
         await task
@@ -64,8 +84,8 @@ async def serving(settings: Settings, host: str = "127.0.0.1", port: int = 0) ->
 async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
     """One gateway process until ``stop``."""
     g = settings.gateway
-    async with serving(settings, g.host, g.port) as url:
-        log.info("gateway up at %s", url)
+    async with serving(settings, g.host, g.port) as running:
+        log.info("gateway up at %s", running.url)
         await stop.wait()
 
 
@@ -120,8 +140,8 @@ async def serve_all(settings: Settings) -> None:
     ]
     g = settings.gateway
     try:
-        async with serving(settings, g.host, g.port) as url:
-            print(banner(url, settings), flush=True)
+        async with serving(settings, g.host, g.port) as running:
+            print(banner(running.url, settings), flush=True)
             await stop.wait()
     finally:
         stop.set()

@@ -15,10 +15,10 @@ from gateway.auth import Principal
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
 from gateway.service import Gateway
+from gateway.store import FINAL_EVENTS
 from gateway.wire import AnswerIn, AnswerOut
 
 KEEPALIVE_S = 15.0
-FINAL_EVENTS = frozenset({"RequestFilled", "RequestExpired", "RequestCancelled", "RequestRejected"})
 
 
 async def worker_session(
@@ -67,11 +67,12 @@ async def progress(gw: Gateway, hub: Hub, keys: GatewayKeys, request_id: str) ->
     ending after the last one (filled, expired, cancelled or rejected)."""
     async with hub.listen(keys.request_channel(request_id)) as queue:
         seen: set[str] = set()
-        for event in await gw.history.events(request_id):
+        history = await gw.history.events(request_id)
+        for event in history:
             seen.add(event.event_id)
             yield _sse(event.type, event.model_dump_json())
-            if event.type in FINAL_EVENTS:
-                return
+        if any(e.type in FINAL_EVENTS for e in history):
+            return
         while True:
             try:
                 data = await asyncio.wait_for(queue.get(), KEEPALIVE_S)

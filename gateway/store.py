@@ -14,6 +14,8 @@ from redis.asyncio import Redis
 from gateway.keys import REQUEST_GRACE_MS, REQUEST_MIN_TTL_MS, GatewayKeys
 from schemas import events as ev
 
+FINAL_EVENTS = frozenset({"RequestFilled", "RequestExpired", "RequestCancelled", "RequestRejected"})
+
 
 class LiveOffers:
     """Each worker's offers still open to them, so any gateway can send them again."""
@@ -99,4 +101,5 @@ class RequestHistory:
                 out.append(ev.REQUEST_EVENT.validate_json(item))
             except ValidationError:
                 continue
-        return out
+        # Events of one millisecond sort by their JSON in Redis; put the last word last.
+        return sorted(out, key=lambda e: (e.at_ms, e.type in FINAL_EVENTS))

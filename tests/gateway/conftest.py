@@ -1,0 +1,66 @@
+"""Gateway fixtures: a gateway on a free loopback port over the session's real services, a
+recording sink to see what it publishes, and tokens signed with the test's own secret."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from pydantic import SecretStr
+
+from consumers.runtime import Outgoing
+from gateway import auth
+from gateway.serve import Running, serving
+from gateway.service import Sink
+from infra.settings import Settings
+
+MARKET = "G4301001"
+OTHER_MARKET = "G4301002"
+
+
+@dataclass
+class Recording:
+    """Passes messages on to the real sink and keeps a copy."""
+
+    inner: Sink
+    sent: list[Outgoing] = field(default_factory=list)
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        self.sent.extend(messages)
+        await self.inner.publish(messages)
+
+
+def with_gateway(settings: Settings) -> Settings:
+    """Settings with a secret of the test's own, a fresh group and development login."""
+    slice_ = settings.gateway.model_copy(
+        update={
+            "secret": SecretStr(secrets.token_urlsafe(32)),
+            "group": f"gateway-{uuid.uuid4().hex[:8]}",
+            "dev_login": True,
+            "port": 0,
+        }
+    )
+    return settings.model_copy(update={"gateway": slice_})
+
+
+def token(settings: Settings, role: auth.Role, subject: str, ttl_s: int = 600) -> str:
+    secret = auth.resolve_secret(settings.gateway)
+    return auth.issue_token(secret, role, subject, int(time.time()), ttl_s)
+
+
+@pytest.fixture
+def gw_settings(settings: Settings) -> Settings:
+    return with_gateway(settings)
+
+
+@pytest.fixture
+async def gateway(gw_settings: Settings) -> AsyncIterator[tuple[Running, Recording]]:
+    """A running gateway and what it publishes."""
+    async with serving(gw_settings) as running:
+        recording = Recording(running.gateway.sink)
+        running.gateway.sink = recording
+        yield running, recording
