@@ -26,17 +26,23 @@ TEST_DSN = os.environ.get("GIG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:54
 TEST_REDIS = os.environ.get("GIG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Tansu broker of the test session's own: its bootstrap address."""
+@contextlib.contextmanager
+def tansu(log_dir: Path) -> Iterator[str]:
+    """A Tansu broker of our own on a free loopback port: its bootstrap address."""
     port = stack.free_port()
-    log = Path(tmp_path_factory.mktemp("tansu")) / "tansu.log"
-    proc = stack.start_tansu(port, log)
+    proc = stack.start_tansu(port, log_dir / f"tansu-{port}.log")
     try:
         yield f"127.0.0.1:{port}"
     finally:
         stack.stop_process(proc.pid)
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker shared by the whole session (for tests that only read what they write)."""
+    with tansu(tmp_path_factory.mktemp("tansu")) as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -55,17 +61,21 @@ async def base_settings(broker: str) -> Settings:
 
 
 @pytest.fixture
-async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
-    """Per-test settings: a fresh Redis key prefix and fresh consumer groups."""
+async def settings(base_settings: Settings, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Per-test settings: a broker of the test's own (Tansu starts in milliseconds), so consumers
+    reading from the start see only this test's messages; a fresh Redis key prefix and groups."""
     tag = uuid.uuid4().hex[:8]
-    s = base_settings.model_copy(
-        update={
-            "key_prefix": f"{base_settings.key_prefix}{tag}",
-            "dispatcher_group": f"dispatcher-{tag}",
-            "presence_group": f"presence-{tag}",
-        }
-    )
-    yield s
+    with tansu(tmp_path) as bootstrap:
+        s = base_settings.model_copy(
+            update={
+                "kafka_bootstrap": bootstrap,
+                "key_prefix": f"{base_settings.key_prefix}{tag}",
+                "dispatcher_group": f"dispatcher-{tag}",
+                "presence_group": f"presence-{tag}",
+            }
+        )
+        await ensure_topics(s.kafka_slice())
+        yield s
     redis = Redis.from_url(s.redis_url, decode_responses=True)
     keys = [k async for k in redis.scan_iter(match=f"{s.key_prefix}:*", count=5000)]
     for i in range(0, len(keys), 1000):
