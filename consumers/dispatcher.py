@@ -152,9 +152,8 @@ class Dispatcher:
                 held = frozenset(c.worker_id for c in plan if next(got))
                 p.held |= held
                 missed = frozenset(c.worker_id for c in plan) - held
-                p.add(
-                    core.apply_wave(_state(p), f, held, missed | (taken - held), now, self.policy)
-                )
+                unavailable = _unavailable(f, held, missed, taken)
+                p.add(core.apply_wave(_state(p), f, held, unavailable, now, self.policy))
             active = [p for p in active if p.searching]
 
     def _plans(
@@ -179,7 +178,10 @@ class Dispatcher:
         return ready
 
     def _plan(self, p: Progress, found: list[Candidate], taken: set[str]) -> list[Candidate]:
-        plan = core.plan_wave(_state(p), found, self.policy, frozenset(taken))
+        # Filter by ``taken`` here rather than hand the core a copy of it per request, which
+        # made a batch quadratic in its size; plan_wave drops the same candidates either way.
+        fresh = [c for c in found if c.worker_id not in taken]
+        plan = core.plan_wave(_state(p), fresh, self.policy, frozenset())
         taken.update(c.worker_id for c in plan)
         return plan
 
@@ -205,6 +207,18 @@ def _messages(p: Progress, now: int) -> list[Outgoing]:
 def _due(p: Progress) -> int | None:
     due = _state(p).due_at_ms()
     return due if due is None or p.defer_at is None else min(due, p.defer_at)
+
+
+def _unavailable(
+    found: list[Candidate], held: frozenset[str], missed: frozenset[str], taken: set[str]
+) -> frozenset[str]:
+    """``missed | (taken - held)`` as the core reads it (membership of found workers, and
+    whether it is empty), without copying every worker the batch took for each request."""
+    others = {c.worker_id for c in found if c.worker_id in taken and c.worker_id not in held}
+    if not missed and not others:  # held ⊆ taken, so taken - held is empty iff sizes match
+        other = next((w for w in taken if w not in held), None)
+        others = {other} if other is not None else others
+    return missed | others
 
 
 def _state(p: Progress) -> RequestState:

@@ -159,13 +159,18 @@ class RedisWorkerIndex:
             pipe.hget(self.keys.bucket(wid), wid)
         raw = await pipe.execute()
         got = [bool(raw[2 * i]) for i in range(len(claims))]
-        cleanup = self.redis.pipeline(transaction=False)
+        gone: dict[str, list[str]] = {}
         for i, (wid, _) in enumerate(claims):
             rec = unpack_record(wid, raw[2 * i + 1])
             if got[i] and rec is not None:
+                cell = cell_of(rec.lon, rec.lat)
                 for skill in rec.skills:  # out of every shard the worker was in, not just one
-                    cleanup.zrem(self.keys.geo(cell_of(rec.lon, rec.lat), skill), wid)
-        await cleanup.execute()
+                    gone.setdefault(self.keys.geo(cell, skill), []).append(wid)
+        if gone:
+            cleanup = self.redis.pipeline(transaction=False)
+            for key, members in gone.items():  # one ZREM per shard, not per worker
+                cleanup.zrem(key, *members)
+            await cleanup.execute()
         return got
 
     async def release(self, pairs: Sequence[tuple[str, str]]) -> None:
@@ -176,12 +181,18 @@ class RedisWorkerIndex:
             await self._release(keys=[self.keys.hold(wid)], args=[rid], client=pipe)
             pipe.hget(self.keys.bucket(wid), wid)
         raw = await pipe.execute()
-        back = self.redis.pipeline(transaction=False)
+        back: dict[str, list[Any]] = {}
         for i, (wid, _) in enumerate(pairs):
             rec = unpack_record(wid, raw[2 * i + 1])
             if raw[2 * i] and rec is not None and rec.online:
-                self._add(back, rec)
-        await back.execute()
+                cell = cell_of(rec.lon, rec.lat)
+                for skill in rec.skills:
+                    back.setdefault(self.keys.geo(cell, skill), []).extend((rec.lon, rec.lat, wid))
+        if back:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, values in back.items():  # one GEOADD per shard, not per worker
+                pipe.geoadd(key, values)
+            await pipe.execute()
 
     async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         if not pairs:
@@ -257,12 +268,21 @@ class RedisRequestStore:
     async def schedule(self, due: Sequence[tuple[str, int | None]]) -> None:
         if not due:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        # Folded in order (the last entry for a request wins) into one ZADD and one ZREM.
+        adds: dict[str, int] = {}
+        drops: set[str] = set()
         for rid, at_ms in due:
             if at_ms is None:
-                pipe.zrem(self.keys.timers(), rid)
+                adds.pop(rid, None)
+                drops.add(rid)
             else:
-                pipe.zadd(self.keys.timers(), {rid: at_ms})
+                adds[rid] = at_ms
+                drops.discard(rid)
+        pipe = self.redis.pipeline(transaction=False)
+        if drops:
+            pipe.zrem(self.keys.timers(), *drops)
+        if adds:
+            pipe.zadd(self.keys.timers(), adds)
         await pipe.execute()
 
     async def pop_due(self, now_ms: int, limit: int) -> list[str]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import astuple
+from dataclasses import fields
 from typing import Any
 
 from dispatch.model import Job, Offer, OfferStatus, RequestState, RequestStatus
+
+# Field names read once: ``astuple`` deep-copies every value and cost more than the JSON itself.
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
 def dump_state(state: RequestState) -> str:
     """Compact JSON: offers as arrays, in field order."""
     body: dict[str, Any] = {
-        "job": list(astuple(state.job)),
+        "job": [getattr(state.job, name) for name in _JOB_FIELDS],
         "status": state.status.value,
         "step": state.radius_step,
         "wave": state.wave,
