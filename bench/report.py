@@ -1,0 +1,128 @@
+"""Writing results: ``latest.json``, a markdown table beside it, and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TARGETS = (
+    ("match: project ÷ naive", ("match", "project_vs_naive"), 20.0, "≥"),
+    ("match: project ÷ Redis ceiling", ("match", "project_vs_ceiling"), 0.5, "≥"),
+    ("e2e: max sustained requests/s", ("e2e", "max_sustained_requests_per_s"), 3000.0, "≥"),
+    ("e2e: p99 at 1,000 requests/s (ms)", ("e2e", "latency_ms_at_1000_rps", "p99"), 50.0, "≤"),
+    ("presence: events/s", ("presence", "events_per_s"), 20000.0, "≥"),
+    ("memory: Redis bytes per worker", ("memory", "redis_bytes_per_worker"), 150.0, "≤"),
+)
+
+
+def dig(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for part in path:
+        data = data.get(part, {}) if isinstance(data, dict) else {}
+    return data if data != {} else None
+
+
+def target_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(what, measured, target, met) for every target."""
+    rows = []
+    for label, path, bound, op in TARGETS:
+        value = dig(result, path)
+        if value is None:
+            rows.append((label, "—", f"{op} {bound:g}", "not measured"))
+            continue
+        met = value >= bound if op == "≥" else value <= bound
+        rows.append((label, f"{value:,.2f}", f"{op} {bound:g}", "yes" if met else "**no**"))
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The run as markdown: targets at the largest size, then one row per size."""
+    lines = [
+        f"# Benchmark results ({result['run']['started']})",
+        "",
+        f"`{result['run']['command']}` on {result['run']['machine']}; "
+        f"{result['run']['rounds']} rounds, medians. Largest size: {result['workers']:,} workers.",
+        "",
+        "| target | measured | target | met |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(result)]
+    lines += ["", *size_table(result.get("sizes", [result]))]
+    return "\n".join(lines) + "\n"
+
+
+def size_table(sizes: list[dict[str, Any]]) -> list[str]:
+    head = (
+        "| workers | project dec/s | naive dec/s | ceiling GEOSEARCH/s | ×naive | ×ceiling "
+        "| e2e max req/s | p50/p99/p99.9 @100 (ms) | p50/p99/p99.9 @1000 (ms) "
+        "| presence ev/s | bytes/worker |"
+    )
+    lines = [head, "|" + "---:|" * 11]
+    for s in sizes:
+        m, e = s["match"], s.get("e2e", {})
+        lines.append(
+            f"| {s['workers']:,} | {m['project_decisions_per_s']:,.0f} "
+            f"| {m['naive_decisions_per_s']:,.0f} | {m['redis_ceiling_per_s']:,.0f} "
+            f"| {m['project_vs_naive']:.1f} | {m['project_vs_ceiling']:.2f} "
+            f"| {e.get('max_sustained_requests_per_s', 0):,.0f} "
+            f"| {_lat(e.get('latency_ms_at_100_rps'))} | {_lat(e.get('latency_ms_at_1000_rps'))} "
+            f"| {s['presence']['events_per_s']:,.0f} "
+            f"| {s['memory']['redis_bytes_per_worker']:.0f} |"
+        )
+    return lines
+
+
+def _lat(summary: dict[str, float] | None) -> str:
+    if not summary:
+        return "—"
+    return f"{summary['p50']:.1f} / {summary['p99']:.1f} / {summary['p999']:.1f}"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Throughput and latency against the number of workers indexed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = result.get("sizes", [result])
+    x = [s["workers"] for s in sizes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, key in (
+        ("project match (decisions/s)", ("match", "project_decisions_per_s")),
+        ("naive match (decisions/s)", ("match", "naive_decisions_per_s")),
+        ("Redis ceiling (GEOSEARCH/s)", ("match", "redis_ceiling_per_s")),
+        ("end to end, max sustained (requests/s)", ("e2e", "max_sustained_requests_per_s")),
+        ("presence (events/s)", ("presence", "events_per_s")),
+    ):
+        left.plot(x, [dig(s, key) or float("nan") for s in sizes], marker="o", label=label)
+    _axes(left, "throughput per second", log_y=True)
+    for rate in (100, 1000):
+        for q, style in (("p50", "-"), ("p99", "--"), ("p999", ":")):
+            ys = [dig(s, ("e2e", f"latency_ms_at_{rate}_rps", q)) or float("nan") for s in sizes]
+            right.plot(x, ys, style, marker="o", label=f"{q} at {rate:,} req/s")
+    _axes(right, "request → offer latency (ms)", log_y=True)
+    fig.suptitle(f"gig dispatch benchmarks, {result['run']['started']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _axes(ax: Any, ylabel: str, log_y: bool) -> None:
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("workers indexed")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def write(result: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``latest.json``, ``latest.md`` and ``latest.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "latest.json", out_dir / "latest.md", out_dir / "latest.png"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n")
+    paths[1].write_text(markdown(result))
+    plot(result, paths[2])
+    return paths
