@@ -1,0 +1,392 @@
+"""``replay``: timelines, what-if replays and reports from the archived event log.
+
+Examples::
+
+    replay timeline --request R1700000000-000042
+    replay timeline --worker W0000123 --from 2026-11-26T07:00 --to 2026-11-26T09:00
+    replay run --from 2026-11-26T07:00 --to 2026-11-26T08:00 --prefecture 4301
+    replay run --from … --to … --policy batch --plot morning.png --csv morning.csv
+    replay report --from … --to … --by prefecture --plot report.png
+    replay status
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from archive.store import PgEventStore
+from consumers.services import policy_from
+from dispatch.model import Policy
+from infra.markets import load_markets, load_prefectures
+from infra.settings import PolicySettings, Settings, get_settings
+from replay import outcomes as oc
+from replay import report, runner
+from replay.recording import Recording, Window, from_kafka, from_store, parse
+from replay.timeline import LOCAL, Context, render
+from schemas import events as ev
+
+HOUR_MS = 3_600_000
+
+
+def when(text: str) -> int:
+    """Epoch ms from ``2026-11-26T08:00`` (China Standard Time unless an offset is given)
+    or from a plain epoch-ms number."""
+    if text.isdigit():
+        return int(text)
+    t = datetime.fromisoformat(text)
+    return int((t if t.tzinfo else t.replace(tzinfo=LOCAL)).timestamp() * 1000)
+
+
+class Registry:
+    """Market names, prefectures and places, from the shipped registry."""
+
+    def __init__(self) -> None:
+        self.markets = {m.market_id: m for m in load_markets()}
+        self.prefectures = {p.code: p.name_en for p in load_prefectures()}
+
+    def names(self) -> dict[str, str]:
+        out = {m: f"{v.name_en} ({m})" for m, v in self.markets.items()}
+        return out | {c: f"{n} ({c})" for c, n in self.prefectures.items()}
+
+    def places(self) -> dict[str, tuple[float, float]]:
+        return {m: (v.lon, v.lat) for m, v in self.markets.items()}
+
+    def scope(self, market: str | None, prefecture: str | None) -> set[str] | None:
+        if market:
+            return {market}
+        if prefecture:
+            return {m for m, v in self.markets.items() if v.prefecture_code == prefecture}
+        return None
+
+    def prefecture_of(self, r: ev.HireRequested) -> str:
+        m = self.markets.get(r.market_id)
+        return m.prefecture_code if m else "?"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def progress(done: int, total: int, now_ms: int) -> None:
+    say(f"  … {done:,} / {total:,} at {datetime.fromtimestamp(now_ms / 1000, LOCAL):%H:%M:%S}")
+
+
+# --- timeline --------------------------------------------------------------------------------
+
+
+async def timeline(args: argparse.Namespace, settings: Settings) -> str:
+    reg = Registry()
+    start, end = when(args.start) if args.start else 0, when(args.end) if args.end else 2**62
+    if args.source == "kafka":
+        rec = await from_kafka(settings, Window(start, end, start, settings_ms(args)))
+        msgs = _pick(
+            args,
+            rec.requests
+            + rec.cancels
+            + rec.presence
+            + rec.answers
+            + rec.offers
+            + rec.request_events,
+        )
+    else:
+        msgs = await _from_store(args, settings, start, end)
+    requested = {m.request_id: m.at_ms for m in msgs if isinstance(m, ev.HireRequested)}
+    ctx = Context(reg.names(), args.worker, requested)
+    what = (
+        f"request {args.request}"
+        if args.request
+        else f"worker {args.worker}"
+        if args.worker
+        else f"market {reg.names().get(args.market)}"
+    )
+    return render(f"Timeline of {what}", msgs, ctx)
+
+
+def settings_ms(args: argparse.Namespace) -> int:
+    return int(args.settle_min * 60_000) if hasattr(args, "settle_min") else 15 * 60_000
+
+
+def _pick(args: argparse.Namespace, msgs: list[Any]) -> list[Any]:
+    if args.request:
+        return [m for m in msgs if getattr(m, "request_id", None) == args.request]
+    if args.worker:
+        w = args.worker
+        return [
+            m
+            for m in msgs
+            if getattr(m, "worker_id", None) == w
+            or (isinstance(m, ev.WaveSent) and any(c.worker_id == w for c in m.candidates))
+        ]
+    rids = {
+        m.request_id for m in msgs if isinstance(m, ev.HireRequested) and m.market_id == args.market
+    }
+    return [
+        m
+        for m in msgs
+        if getattr(m, "request_id", None) in rids or getattr(m, "market_id", None) == args.market
+    ]
+
+
+async def _from_store(args: argparse.Namespace, settings: Settings, start: int, end: int) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        store = PgEventStore(conn)
+        if args.request:
+            stored = await store.of_request(args.request)
+        elif args.worker:
+            stored = await store.of_worker(args.worker, start, end)
+        else:
+            stored = await store.of_market(args.market, start, end)
+    finally:
+        await conn.close()
+    return [m for _, m in parse(stored)]
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def load_policy(spec: str, recorded: Policy) -> Policy:
+    """A policy from a TOML/JSON file of policy settings, or a name ("greedy", "batch")."""
+    path = Path(spec)
+    if path.exists():
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        return policy_from(PolicySettings(**data.get("policy", data)))
+    return replace(recorded, name=spec)
+
+
+async def recording(args: argparse.Namespace, settings: Settings) -> Recording:
+    start, end = when(args.start), when(args.end)
+    window = Window(start, end, start - int(args.lookback_h * HOUR_MS))
+    say(f"loading the recording from {'Kafka' if args.source == 'kafka' else 'the archive'} …")
+    t0 = time.perf_counter()
+    load = (
+        from_kafka(settings, window)
+        if args.source == "kafka"
+        else from_store(settings.pg_dsn, window)
+    )
+    rec = await load
+    say(
+        f"  {len(rec.requests):,} requests, {len(rec.presence):,} worker events, "
+        f"{len(rec.journal):,} dispatcher batches in {time.perf_counter() - t0:.1f} s"
+    )
+    return rec
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> str:
+    reg = Registry()
+    rec = await recording(args, settings)
+    scope = reg.scope(args.market, args.prefecture)
+    requests = [r for r in rec.requests if scope is None or r.market_id in scope]
+    recorded_policy = runner.recorded_policy(rec)
+    responses = runner.learned_responses(
+        rec, use_recorded=args.responses == "recorded", seed=args.seed
+    )
+    if args.responses == "model":
+        responses = replace(responses, accept=args.accept, silent=args.silent)
+    runs: list[tuple[str, list[BaseModelList]]] = [("recorded", rec.decisions())]
+    notes = []
+    for spec in args.policy or ["recorded"]:
+        if spec == "recorded":
+            say(f"replaying {len(rec.journal):,} recorded batches exactly …")
+            r = await runner.replay_journal(rec, progress)
+            cmp = runner.compare(rec.decisions(), r.decisions)
+            notes.append(_exactness(cmp))
+        else:
+            policy = load_policy(spec, recorded_policy)
+            say(f"replaying {len(requests):,} requests under policy {policy.name} …")
+            r = await runner.simulate(rec, policy, responses, reg.places(), scope, progress)
+        notes.append(
+            f"{r.label}: {r.batches:,} batches in {r.wall_s:.2f} s, {r.speedup:,.0f}× real time"
+        )
+        runs.append((r.label, r.decisions))
+    return _present(args, reg, requests, runs, notes)
+
+
+BaseModelList = Any
+
+
+def _exactness(cmp: runner.Comparison) -> str:
+    if cmp.identical:
+        return f"exact replay: all {cmp.recorded:,} recorded decisions reproduced identically"
+    first = (cmp.only_recorded or cmp.only_replayed)[0]
+    return (
+        f"exact replay: {len(cmp.only_recorded)} recorded and {len(cmp.only_replayed)} "
+        f"replayed decisions differ (of {cmp.recorded:,}); first: {first}"
+    )
+
+
+def _present(
+    args: argparse.Namespace,
+    reg: Registry,
+    requests: list[ev.HireRequested],
+    runs: list[tuple[str, Any]],
+    notes: list[str],
+) -> str:
+    group = reg.prefecture_of if args.by == "prefecture" else (lambda r: r.market_id)
+    per = [(label, oc.outcomes(requests, d, group)) for label, d in runs]
+    overall = [(label, rows[-1]) for label, rows in per]
+    names = reg.names()
+    out = [report.side_by_side(overall), *notes]
+    for label, rows in per:
+        out.append(f"\n{label}, by {args.by}:\n{report.by_group(rows[:-1], names, short=True)}")
+    if args.csv:
+        report.write_csv(Path(args.csv), per)
+        out.append(f"table written to {args.csv}")
+    if args.plot:
+        report.plot(
+            Path(args.plot),
+            [(lb, rows[:-1]) for lb, rows in per],
+            names,
+            f"Instant hire, {args.start} – {args.end}",
+        )
+        out.append(f"chart written to {args.plot}")
+    return "\n".join(out)
+
+
+async def report_cmd(args: argparse.Namespace, settings: Settings) -> str:
+    reg = Registry()
+    rec = await recording(args, settings)
+    scope = reg.scope(args.market, args.prefecture)
+    requests = [r for r in rec.requests if scope is None or r.market_id in scope]
+    group = reg.prefecture_of if args.by == "prefecture" else (lambda r: r.market_id)
+    rows = oc.outcomes(requests, rec.decisions(), group)
+    out = [report.by_group(rows, reg.names())]
+    if args.csv:
+        report.write_csv(Path(args.csv), [("recorded", rows)])
+        out.append(f"table written to {args.csv}")
+    if args.plot:
+        report.plot(
+            Path(args.plot),
+            [("recorded", rows[:-1])],
+            reg.names(),
+            f"Instant hire, {args.start} – {args.end}",
+        )
+        out.append(f"chart written to {args.plot}")
+    return "\n".join(out)
+
+
+async def status(_: argparse.Namespace, settings: Settings) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        store = PgEventStore(conn)
+        counts, lag = await store.counts(), await store.progress()
+    finally:
+        await conn.close()
+    rows = [f"  {c['topic']:<28} {c['n']:>10,} rows ({c['invalid']:,} not valid)" for c in counts]
+    lags = [f"  {g['consumer']:<20} {g['topic']:<28} lag {g['lag'] or 0:>8,} records" for g in lag]
+    return "\n".join(["The archive:", *rows, "Archivers:", *lags])
+
+
+# --- arguments -------------------------------------------------------------------------------
+
+
+def _window_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument(
+        "--from",
+        dest="start",
+        required=required,
+        metavar="T",
+        help="start: 2026-11-26T07:00 (China Standard Time) or epoch ms",
+    )
+    p.add_argument("--to", dest="end", required=required, metavar="T", help="end, likewise")
+    p.add_argument(
+        "--source",
+        choices=("pg", "kafka"),
+        default="pg",
+        help="read the PostgreSQL archive (default) or Kafka from the first offset",
+    )
+
+
+def _scope_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--market", help="one market id, e.g. G4301001")
+    g.add_argument("--prefecture", help="one prefecture code, e.g. 4301 (Changsha)")
+    p.add_argument(
+        "--by",
+        choices=("prefecture", "market"),
+        default="prefecture",
+        help="group the tables and charts by (prefecture)",
+    )
+    p.add_argument(
+        "--lookback-h",
+        type=float,
+        default=12.0,
+        help="fold worker presence from this many hours before --from (12)",
+    )
+    p.add_argument("--csv", metavar="FILE", help="also write the indicators as CSV")
+    p.add_argument("--plot", metavar="FILE", help="also draw them as a PNG chart")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="replay",
+        description="Audit and replay the archived instant-hire event log.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("timeline", help="every event of a request, worker or market, in words")
+    who = t.add_mutually_exclusive_group(required=True)
+    who.add_argument("--request", help="a request id")
+    who.add_argument("--worker", help="a worker id (use --from/--to)")
+    who.add_argument("--market", help="a market id (use --from/--to)")
+    _window_args(t, required=False)
+    r = sub.add_parser("run", help="replay a window: exactly, or under another policy")
+    _window_args(r, required=True)
+    _scope_args(r)
+    r.add_argument(
+        "--policy",
+        action="append",
+        metavar="FILE|NAME",
+        help="'recorded' (exact replay, the default), 'greedy', 'batch', or a "
+        "TOML/JSON file of policy settings; repeat to compare several",
+    )
+    r.add_argument(
+        "--responses",
+        choices=("recorded", "model"),
+        default="recorded",
+        help="workers answer as recorded where they got the same offer (default), "
+        "or always by the model",
+    )
+    r.add_argument("--accept", type=float, default=0.8, help="model: acceptance rate (0.8)")
+    r.add_argument("--silent", type=float, default=0.05, help="model: no-answer rate (0.05)")
+    r.add_argument("--seed", type=int, default=7, help="model: random seed (7)")
+    rp = sub.add_parser("report", help="the recorded indicators per prefecture or market")
+    _window_args(rp, required=True)
+    _scope_args(rp)
+    sub.add_parser("status", help="what the archive holds and how far behind the archiver is")
+    return p
+
+
+COMMANDS = {"timeline": timeline, "run": run, "report": report_cmd, "status": status}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``replay``."""
+    args = parser().parse_args(argv)
+    try:
+        print(asyncio.run(COMMANDS[args.command](args, get_settings())))
+    except KeyboardInterrupt:
+        say("replay: interrupted")
+        sys.exit(130)
+    except (OSError, ValueError) as e:
+        sys.exit(f"replay: {e}")
+
+
+if __name__ == "__main__":
+    main()
