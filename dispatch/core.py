@@ -99,11 +99,14 @@ def apply_wave(
         return _widen_or_wait(state, radius, notes, now_ms, policy)
     new = replace(state.with_offers({}, made), wave=state.wave + 1)
     new = replace(new, status=lifecycle.settle_status(new.status, len(new.live)))
-    # Others held some of the wanted workers first: look again for the rest right away.
-    again = search_for(new, policy) if new.needed > 0 and unavailable else None
-    return Decision(
-        state=new, made=made, happened=(WaveSent(new.wave, radius, notes),), search=again
-    )
+    sent = WaveSent(new.wave, radius, notes)
+    if new.needed <= 0:
+        return Decision(state=new, made=made, happened=(sent,))
+    if unavailable:  # others held some of the wanted workers first: look again, same radius
+        return Decision(state=new, made=made, happened=(sent,), search=search_for(new, policy))
+    # Everyone free in this radius has an offer and more are needed: widen for the rest now.
+    rest = _widen_or_wait(new, radius, (), now_ms, policy)
+    return replace(rest, made=made, happened=(sent, *rest.happened))
 
 
 def on_answer(
@@ -116,7 +119,7 @@ def on_answer(
     if offer is None or offer.status is not OfferStatus.MADE:
         return _late_answer(state, offer, accepted)
     if accepted:
-        return _accept(state, offer)
+        return _accept(state, offer, policy)
     declined = replace(offer, status=lifecycle.next_offer_status(offer.status, "decline"))
     new = state.with_offers({offer_id: declined})
     new = replace(new, status=lifecycle.settle_status(new.status, len(new.live)))
@@ -213,13 +216,16 @@ def _widen_or_wait(
     return Decision(state=new, happened=happened)
 
 
-def _accept(state: RequestState, offer: Offer) -> Decision:
+def _accept(state: RequestState, offer: Offer, policy: Policy) -> Decision:
     accepted = _moved(offer, "accept")
     new = state.with_offers({offer.offer_id: accepted})
     assigned = WorkerAssigned(offer.worker_id, offer.offer_id, new.assigned)
     if new.assigned < new.job.headcount:
         new = replace(new, status=lifecycle.settle_status(new.status, len(new.live)))
-        return Decision(state=new, assigned=(offer.worker_id,), happened=(assigned,))
+        search = search_for(new, policy) if new.needed > 0 and not new.live else None
+        return Decision(
+            state=new, assigned=(offer.worker_id,), happened=(assigned,), search=search
+        )
     new, withdrawn = _withdraw_live(new, "filled")
     new = replace(new, status=lifecycle.next_request_status(RequestStatus.OFFERING, "filled"))
     return Decision(

@@ -218,3 +218,17 @@ def test_illegal_request_transitions_raise(status: RequestStatus, trigger: str) 
 def test_an_ended_offer_cannot_move_again() -> None:
     with pytest.raises(IllegalTransition):
         next_offer_status(OfferStatus.DECLINED, "accept")
+
+
+def test_too_few_in_the_radius_offers_them_and_widens_for_the_rest() -> None:
+    state = core.open_request(job(3), T0, POLICY).state
+    d = core.apply_wave(state, cands(("w1", 1.0)), frozenset({"w1"}), frozenset(), T0, POLICY)
+    assert [o.worker_id for o in d.made] == ["w1"]
+    assert [type(h) for h in d.happened] == [WaveSent, RadiusWidened]
+    assert d.search is not None and d.search.radius_km == 6.0 and d.search.count >= 2
+
+
+def test_an_accept_that_leaves_work_and_no_live_offer_searches_again() -> None:
+    state = offering(headcount=3, workers=("w1",))
+    d = core.on_answer(state, "R1:w1", True, T0 + 500, POLICY)
+    assert d.state.assigned == 1 and d.search is not None
