@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.events import DeadLetter
 from schemas.topics import DEAD_LETTERS
@@ -25,6 +28,16 @@ from schemas.topics import DEAD_LETTERS
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 HANDLER_RETRIES = 3
+# Failures of a service that may come back (a Redis restart, a broker hiccup): the batch is
+# retried as a whole, which is safe because every handler is idempotent.
+RETRYABLE = (
+    ConnectionError,
+    OSError,
+    TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    KafkaError,
+)
 
 
 def now_ms() -> int:
@@ -152,7 +165,7 @@ async def _with_retries(handler: Handler, records: list[ConsumerRecord[Any, Any]
         try:
             await handler(records)
             return
-        except (ConnectionError, OSError, TimeoutError) as e:
+        except RETRYABLE as e:
             if attempt == HANDLER_RETRIES:
                 raise
             log.warning("batch failed (%s), retry %d of %d", e, attempt, HANDLER_RETRIES - 1)
