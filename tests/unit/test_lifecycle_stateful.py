@@ -12,7 +12,6 @@ from dispatch.model import (
     Candidate,
     Decision,
     Job,
-    OfferStatus,
     Policy,
     RequestState,
     RequestStatus,
