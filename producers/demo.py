@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(asyncio.run(morning(args, settings, tag)))
         print(
             "\nTry it yourself: .venv/bin/gig-kiosk post --market G4301001 --skill general_labourer"
+            "\nOr in a browser: `make serve`, then open http://127.0.0.1:8000/worker and /kiosk"
         )
     finally:
         for proc in procs:
