@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ from pydantic import ValidationError
 from consumers.runtime import Outgoing, Publisher, now_ms
 from infra.kafka import make_consumer, make_producer
 from infra.settings import Settings
+from producers.workers import Behaviour, Crowd
 from schemas import events as ev
-from schemas.topics import HIRE_REQUESTS, WORKER_EVENTS
+from schemas.topics import HIRE_REQUESTS, OFFERS, WORKER_EVENTS
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +82,24 @@ def _parsed(adapter: Any, value: bytes) -> Any:
         return adapter.validate_json(value) if adapter else None
     except ValidationError:
         return None
+
+
+@contextlib.asynccontextmanager
+async def answering(
+    settings: Settings, pub: Publisher, behaviour: Behaviour, seed: int
+) -> AsyncIterator[Crowd]:
+    """Simulated workers answering the offers made to them, until the block ends."""
+    offers = make_consumer(settings.kafka_slice(), OFFERS, group_id=f"{settings.key_prefix}-crowd")
+    await offers.start()
+    crowd = Crowd(pub, behaviour, random.Random(seed))
+    stop = asyncio.Event()
+    listening = asyncio.create_task(crowd.listen(offers, stop))
+    try:
+        yield crowd
+    finally:
+        stop.set()
+        await listening
+        await offers.stop()
 
 
 def checkin(wid: str, lon: float, lat: float, skill: str = "bricklayer") -> Outgoing:

@@ -3,23 +3,19 @@ offered, accepted and filled."""
 
 from __future__ import annotations
 
-import asyncio
-import random
-
 import pytest
 from redis.asyncio import Redis
 
 from consumers.services import run_dispatcher, run_presence
 from dispatch.geo import haversine_km
-from infra.kafka import make_consumer
 from infra.keys import ASSIGNED_PREFIX, Keys
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import PolicySettings, Settings
-from producers.workers import Behaviour, Crowd
+from producers.workers import Behaviour
 from schemas import events as ev
 from schemas.topics import OFFERS, REQUEST_EVENTS
 from tests.conftest import eventually, running
-from tests.integration.helpers import checkin, hire, publisher, tap
+from tests.integration.helpers import answering, checkin, hire, publisher, tap
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +35,10 @@ async def test_a_request_is_offered_accepted_and_filled(settings: Settings, redi
         await pub.publish([checkin(w, x, y) for w, (x, y) in workers.items()])
         await pub.publish([checkin("c1", lon, lat, "cleaner")])
         await eventually(lambda: _available(index, 6), what="six workers in the index")
-        offers = make_consumer(settings.kafka_slice(), OFFERS, group_id=f"{settings.key_prefix}-c")
-        await offers.start()
-        crowd = Crowd(
-            pub,
-            Behaviour(accept=1.0, silent=0.0, min_delay_ms=20, max_delay_ms=60),
-            random.Random(1),
-        )
-        stop = asyncio.Event()
-        listening = asyncio.create_task(crowd.listen(offers, stop))
-        await pub.publish([hire("R-fill", headcount=3)])
-        await eventually(lambda: _has(seen, ev.RequestFilled), what="the request to fill")
-        stop.set()
-        await listening
-        await offers.stop()
+        everyone_accepts = Behaviour(accept=1.0, silent=0.0, min_delay_ms=20, max_delay_ms=60)
+        async with answering(settings, pub, everyone_accepts, seed=1):
+            await pub.publish([hire("R-fill", headcount=3)])
+            await eventually(lambda: _has(seen, ev.RequestFilled), what="the request to fill")
 
     assigned = [e for e in seen.of(ev.WorkerAssigned) if e.request_id == "R-fill"]
     assert sorted(e.worker_id for e in assigned) == ["b1", "b2", "b3"]  # the three nearest

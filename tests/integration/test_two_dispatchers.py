@@ -3,8 +3,6 @@ no worker ever holds two live offers or assignments, no request gets more than i
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections import defaultdict
 from itertools import pairwise
 
@@ -12,15 +10,14 @@ import pytest
 from redis.asyncio import Redis
 
 from consumers.services import run_dispatcher, run_presence
-from infra.kafka import make_consumer
 from infra.keys import Keys
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
 from infra.settings import PolicySettings, Settings
-from producers.workers import Behaviour, Crowd
+from producers.workers import Behaviour
 from schemas import events as ev
 from schemas.topics import OFFER_RESPONSES, OFFERS, REQUEST_EVENTS
 from tests.conftest import eventually, running
-from tests.integration.helpers import Tap, checkin, hire, publisher, tap
+from tests.integration.helpers import Tap, answering, checkin, hire, publisher, tap
 
 pytestmark = pytest.mark.integration
 
@@ -39,21 +36,12 @@ async def test_two_dispatchers_never_double_book(settings: Settings, redis: Redi
     ):
         await pub.publish([checkin(w, LON + 0.003 * i, LAT) for i, w in enumerate(WORKERS)])
         await eventually(lambda: _count(index, len(WORKERS)), what="workers indexed")
-        offers = make_consumer(s.kafka_slice(), OFFERS, group_id=f"{s.key_prefix}-crowd")
-        await offers.start()
-        # Half accept, some decline, a few stay silent so their offers lapse and move on.
-        crowd = Crowd(
-            pub,
-            Behaviour(accept=0.4, silent=0.2, min_delay_ms=10, max_delay_ms=300),
-            random.Random(5),
-        )
-        stop = asyncio.Event()
-        listening = asyncio.create_task(crowd.listen(offers, stop))
-        await pub.publish([hire(rid, headcount=n, deadline_s=6.0) for rid, n in REQUESTS.items()])
-        await eventually(lambda: _all_ended(seen), timeout_s=40, what="every request to end")
-        stop.set()
-        await listening
-        await offers.stop()
+        # Some accept, some decline, some stay silent so their offers lapse and move on.
+        mixed = Behaviour(accept=0.4, silent=0.2, min_delay_ms=10, max_delay_ms=300)
+        async with answering(s, pub, mixed, seed=5):
+            burst = [hire(rid, headcount=n, deadline_s=6.0) for rid, n in REQUESTS.items()]
+            await pub.publish(burst)
+            await eventually(lambda: _all_ended(seen), timeout_s=40, what="every request to end")
 
     assert len(seen.of(ev.OfferMade)) >= len(WORKERS)  # there was real competition
     _assert_no_overlapping_offers(seen)
