@@ -39,19 +39,25 @@ def synthesise(prefecture: str, workers: int, rate: float, hours: float, seed: i
     return Recording(window, requests=requests, presence=list(crowd))  # type: ignore[arg-type]
 
 
+def places() -> dict[str, tuple[float, float]]:
+    """Every market's (lon, lat)."""
+    return {m.market_id: (m.lon, m.lat) for m in load_markets()}
+
+
 async def bench(args: argparse.Namespace) -> str:
-    places = {m.market_id: (m.lon, m.lat) for m in load_markets()}
+    where = places()
     rec = synthesise(args.prefecture, args.workers, args.rate, args.hours, args.seed)
     model = runner.Responses(use_recorded=False, seed=args.seed)
     t = time.perf_counter()
-    live = await runner.simulate(rec, Policy(), model, places)
+    live = await runner.simulate(rec, Policy(), model, where)
     print(
         f"recorded the hour: {len(rec.requests):,} requests, {live.batches:,} dispatcher "
         f"batches, {len(live.decisions):,} decisions ({time.perf_counter() - t:.1f} s)"
     )
     rec.journal, rec.answers = live.journal, live.answers
-    rec.offers = [d for d in live.decisions if isinstance(d, ev.OfferMade | ev.OfferWithdrawn)]
-    rec.request_events = [d for d in live.decisions if d not in rec.offers]  # type: ignore[misc]
+    offer_types = ev.OfferMade | ev.OfferWithdrawn
+    rec.offers = [d for d in live.decisions if isinstance(d, offer_types)]
+    rec.request_events = [d for d in live.decisions if not isinstance(d, offer_types)]  # type: ignore[misc]
     exact = await runner.replay_journal(rec)
     same = runner.compare(rec.decisions(), exact.decisions).identical
     batch = await runner.simulate(rec, Policy(name="batch"), runner.learned_responses(rec), places)
