@@ -36,7 +36,7 @@ def synthesise(prefecture: str, workers: int, rate: float, hours: float, seed: i
     n = int(hours * 3600 * rate)
     requests = [make_request(rng, pick, i, T0 + int(i * 1000 / rate), 120.0, "B") for i in range(n)]
     window = Window(T0, T0 + int(hours * 3_600_000), T0 - 3_600_000)
-    return Recording(window, requests=requests, presence=list(crowd))  # type: ignore[arg-type]
+    return Recording(window, requests=requests, presence=list(crowd))
 
 
 def places() -> dict[str, tuple[float, float]]:
@@ -60,7 +60,7 @@ async def bench(args: argparse.Namespace) -> str:
     rec.request_events = [d for d in live.decisions if not isinstance(d, offer_types)]  # type: ignore[misc]
     exact = await runner.replay_journal(rec)
     same = runner.compare(rec.decisions(), exact.decisions).identical
-    batch = await runner.simulate(rec, Policy(name="batch"), runner.learned_responses(rec), places)
+    batch = await runner.simulate(rec, Policy(name="batch"), runner.learned_responses(rec), where)
     hour = args.hours * 3600
     lines = [
         f"exact replay : {exact.wall_s:6.2f} s for {hour:,.0f} s recorded = "
