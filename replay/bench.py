@@ -14,6 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from dispatch.model import Policy
 from infra.markets import load_markets
@@ -69,6 +70,13 @@ async def bench(args: argparse.Namespace) -> str:
     ]
     runs = [("recorded (greedy)", live.decisions), ("replay: batch", batch.decisions)]
     rows = [(label, oc.outcomes(rec.requests, d, lambda _: "all")[-1]) for label, d in runs]
+    if args.plot:
+        kind = {m.market_id: f"{m.kind} markets" for m in load_markets()}
+        per = [
+            (label, oc.outcomes(rec.requests, d, lambda r: kind[r.market_id])) for label, d in runs
+        ]
+        report.plot(Path(args.plot), per, {}, f"A busy hour in prefecture {args.prefecture}")
+        lines.append(f"chart written to {args.plot}")
     return "\n".join([*lines, report.side_by_side(rows)])
 
 
@@ -79,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=1.0, help="requests per second (1.0)")
     p.add_argument("--hours", type=float, default=1.0, help="hours recorded (1)")
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--plot", metavar="FILE", help="also draw recorded vs batch as a PNG")
     print(asyncio.run(bench(p.parse_args(argv))))
 
 

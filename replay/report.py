@@ -106,8 +106,9 @@ def plot(
         ax.set_xticks(range(len(groups)), [names.get(g, g) for g in groups], rotation=45,
                       ha="right", fontsize=8)  # fmt: skip
         ax.grid(axis="y", alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.legend(handles, labels, loc="upper right", ncol=len(runs), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)

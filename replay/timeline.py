@@ -92,7 +92,8 @@ def sentence(msg: BaseModel, ctx: Context) -> list[str]:  # noqa: C901 - one cas
                 f"{m.wage_yuan_per_day:g} ¥/day, open until {clock(m.deadline_at_ms)}"
             ]
         case ev.HireCancelled():
-            return [f"{m.request_id}: the kiosk cancelled the request {m.reason}".rstrip()]
+            why = f" ({m.reason})" if m.reason else ""
+            return [f"{m.request_id}: the kiosk cancelled the request{why}"]
         case ev.WaveSent():
             return _wave(m, ctx)
         case ev.RadiusWidened():
@@ -108,7 +109,8 @@ def sentence(msg: BaseModel, ctx: Context) -> list[str]:  # noqa: C901 - one cas
         case ev.OfferAccepted():
             return [f"{m.request_id}: {m.worker_id} accepted the offer"]
         case ev.OfferDeclined():
-            return [f"{m.request_id}: {m.worker_id} declined the offer {m.reason}".rstrip()]
+            why = f" ({m.reason})" if m.reason else ""
+            return [f"{m.request_id}: {m.worker_id} declined the offer{why}"]
         case ev.OfferWithdrawn():
             return [f"{m.request_id}: offer to {m.worker_id} {WITHDRAWN[m.reason]}"]
         case ev.WorkerAssigned():
