@@ -26,7 +26,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.population import Province
+from bench.profile import Sampler
 from consumers.runtime import now_ms
 from infra import pg, stack
 from infra.kafka import ensure_topics, make_producer
@@ -188,7 +189,7 @@ def _serve_dispatcher(settings: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def dispatcher_process(settings: Settings) -> Any:
+def dispatcher_process(settings: Settings) -> Iterator[BaseProcess]:
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_serve_dispatcher, args=(settings.model_dump(),), daemon=True)
     proc.start()
@@ -233,6 +234,7 @@ class Plan:
     rates: tuple[int, ...]
     phase_s: float
     drain_requests: int
+    profile: Sampler | None = None  # samples the dispatcher from the last rate to the drain's end
 
 
 async def run_phases(settings: Settings, province: Province, plan: Plan) -> dict[str, Any]:
@@ -251,11 +253,15 @@ async def run_phases(settings: Settings, province: Province, plan: Plan) -> dict
         await _warm_up(producer, watch, province)
         out: dict[str, Any] = {}
         for n, rate in enumerate(plan.rates):
+            if plan.profile is not None and n == len(plan.rates) - 1:
+                plan.profile.start()
             out[f"latency_ms_at_{rate}_rps"] = await _latency_phase(
                 producer, watch, province, rate, plan.phase_s, seed=100 + n
             )
             await asyncio.sleep(LATENCY_DEADLINE_MS / 1000)  # let the phase's requests expire
         out["drain"] = await _drain_phase(producer, watch, province, plan.drain_requests)
+        if plan.profile is not None:
+            plan.profile.stop()
         out["max_sustained_requests_per_s"] = out["drain"]["requests_per_s"]
         return out
     finally:

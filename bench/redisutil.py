@@ -30,15 +30,19 @@ async def delete_prefix(redis: Redis, prefix: str) -> int:
     return len(keys)
 
 
-async def memory_usage(redis: Redis, prefix: str) -> int:
-    """Bytes of every key under the prefix, by ``MEMORY USAGE key SAMPLES 0`` (exact)."""
-    total = 0
+async def memory_usage(redis: Redis, prefix: str) -> dict[str, int]:
+    """Bytes of the keys under the prefix by kind (``geo``, ``wr``, …) and ``total``, from
+    ``MEMORY USAGE key SAMPLES 0`` (every element counted)."""
+    usage: dict[str, int] = {"total": 0}
     for part in chunked(await keys_under(redis, prefix), 1000):
         pipe = redis.pipeline(transaction=False)
         for key in part:
             pipe.memory_usage(key, samples=0)
-        total += sum(n or 0 for n in await pipe.execute())
-    return total
+        for key, n in zip(part, await pipe.execute(), strict=True):
+            kind = key[len(prefix) + 1 :].split(":", 1)[0]
+            usage[kind] = usage.get(kind, 0) + (n or 0)
+            usage["total"] += n or 0
+    return usage
 
 
 async def used_memory(redis: Redis) -> int:

@@ -110,7 +110,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def _axes(ax: Any, ylabel: str, log_y: bool) -> None:
     ax.set_xscale("log")
-    if log_y:
+    if log_y and any(y > 0 for line in ax.get_lines() for y in line.get_ydata()):
         ax.set_yscale("log")
     ax.set_xlabel("workers indexed")
     ax.set_ylabel(ylabel)

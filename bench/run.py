@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from bench import e2e, match, report
 from bench.population import Province, check_ins, chunked, jobs
+from bench.profile import Sampler, summarise
 from bench.redisutil import delete_prefix, index_workers, memory_usage, used_memory
 from consumers.dispatcher import Dispatcher
 from consumers.services import policy_from
@@ -83,7 +84,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--skip-e2e", action="store_true", help="no Kafka end-to-end runs")
     p.add_argument(
-        "--profile", action="store_true", help="also profile a project round (pyinstrument)"
+        "--profile",
+        action="store_true",
+        help="also profile a match round (pyinstrument) and the dispatcher under load (py-spy)",
     )
     a = p.parse_args(argv)
     sizes = tuple(a.sizes) if a.sizes else QUICK_SIZES if a.quick else FULL_SIZES
@@ -135,12 +138,16 @@ async def load_and_measure(
     load_rate = await index_workers(index, province, workers, batch=2000)
     after = await used_memory(redis)
     usage = await memory_usage(redis, index.keys.prefix)
-    say(f"  {workers:,} workers checked in at {load_rate:,.0f} events/s; {usage / workers:.0f} B")
+    per_worker = usage["total"] / workers
+    say(f"  {workers:,} workers checked in at {load_rate:,.0f} events/s; {per_worker:.0f} B each")
     return {
         "presence": {"checkin_events_per_s": round(load_rate)},
         "memory": {
-            "redis_bytes_per_worker": round(usage / workers, 1),
+            "redis_bytes_per_worker": round(per_worker, 1),
             "method": "sum of MEMORY USAGE (SAMPLES 0) over the index's keys, per worker",
+            "by_key_kind_bytes_per_worker": {
+                k: round(v / workers, 1) for k, v in usage.items() if k != "total"
+            },
             "used_memory_delta_bytes_per_worker": round((after - before) / workers, 1),
         },
     }
@@ -255,18 +262,25 @@ async def end_to_end(
     prefix = f"bench:{uuid.uuid4().hex[:6]}"
     settings = settings_for(opt, prefix)
     index = RedisWorkerIndex(redis, Keys(prefix, settings.worker_buckets))
-    plan = e2e.Plan((100, 1000), opt.phase_s, max(2000, min(30_000, workers // 8)))
+    drain = max(2000, min(30_000, workers // 8))
     say("  end to end through Kafka")
+    raw = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / "dispatcher.raw"
     try:
         await index_workers(index, province, workers, batch=2000, progress=False)
         with tempfile.TemporaryDirectory(prefix="bench-tansu-") as tmp:
             async with e2e.private_broker(Path(tmp)) as bootstrap:
                 settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
                 await e2e.prepare(settings)
-                with e2e.dispatcher_process(settings):
+                with e2e.dispatcher_process(settings) as proc:
+                    sampler = Sampler(proc.pid or 0, raw) if opt.profile else None
+                    plan = e2e.Plan((100, 1000), opt.phase_s, drain, sampler)
                     out = await e2e.run_phases(settings, province, plan)
     finally:
         await delete_prefix(redis, prefix)
+    if opt.profile and raw.exists():
+        path = opt.out / "profile-dispatcher.txt"
+        path.write_text(summarise(raw))
+        say(f"  dispatcher profile written to {path}")
     say(
         f"  e2e: max {out['max_sustained_requests_per_s']:,.0f} req/s; p99 at 1,000/s "
         f"{out['latency_ms_at_1000_rps']['p99']:.1f} ms"
@@ -303,6 +317,7 @@ def _cpus() -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: run the suite and write the results."""
     opt = parse_args(argv)
+    opt.out.mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(main_async(opt))
     except KeyboardInterrupt:
