@@ -212,12 +212,9 @@ def _due(p: Progress) -> int | None:
 def _unavailable(
     found: list[Candidate], held: frozenset[str], missed: frozenset[str], taken: set[str]
 ) -> frozenset[str]:
-    """``missed | (taken - held)`` as the core reads it (membership of found workers, and
-    whether it is empty), without copying every worker the batch took for each request."""
+    """The candidates this request wanted or found but someone else holds: the ones its hold
+    missed, and the ones another request of the batch planned first."""
     others = {c.worker_id for c in found if c.worker_id in taken and c.worker_id not in held}
-    if not missed and not others:  # held ⊆ taken, so taken - held is empty iff sizes match
-        other = next((w for w in taken if w not in held), None)
-        others = {other} if other is not None else others
     return missed | others
 
 

@@ -57,7 +57,7 @@ def happened(state: m.RequestState, h: m.Happened, now_ms: int) -> Outgoing:
                 for n in notes
             )
             msg = ev.WaveSent(
-                event_id=f"ws:{rid}:{wave}:{len(cands)}",
+                event_id=f"ws:{rid}:{wave}:{radius}:{now_ms}",
                 at_ms=now_ms,
                 request_id=rid,
                 wave=wave,

@@ -223,9 +223,7 @@ def _accept(state: RequestState, offer: Offer, policy: Policy) -> Decision:
     if new.assigned < new.job.headcount:
         new = replace(new, status=lifecycle.settle_status(new.status, len(new.live)))
         search = search_for(new, policy) if new.needed > 0 and not new.live else None
-        return Decision(
-            state=new, assigned=(offer.worker_id,), happened=(assigned,), search=search
-        )
+        return Decision(state=new, assigned=(offer.worker_id,), happened=(assigned,), search=search)
     new, withdrawn = _withdraw_live(new, "filled")
     new = replace(new, status=lifecycle.next_request_status(RequestStatus.OFFERING, "filled"))
     return Decision(
