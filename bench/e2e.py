@@ -48,6 +48,7 @@ LATENCY_DEADLINE_MS = 10_000
 DRAIN_DEADLINE_MS = 180_000
 WARMUP_TIMEOUT_S = 60.0
 QUIET_S = 3.0
+DRAIN_QUIET_S = 10.0  # late requests of a big backlog widen their search and take a while
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -73,24 +74,32 @@ def latency_summary(ms: Sequence[float], sent: int) -> dict[str, float]:
 
 
 def hire_requests(
-    province: Province, count: int, tag: str, at_ms: int, deadline_ms: int, seed: int
+    province: Province,
+    count: int,
+    tag: str,
+    at_ms: int,
+    deadline_ms: int,
+    seed: int,
+    spacing_ms: float = 0.0,
 ) -> list[tuple[str, bytes]]:
-    """(request id, JSON) for ``count`` requests stamped ``at_ms``, validated by the schema."""
+    """(request id, JSON) for ``count`` requests, validated by the schema; the n-th is stamped
+    ``at_ms + n * spacing_ms`` (when it is due to be sent) and open for ``deadline_ms``."""
     rng = random.Random(seed)
     out = []
     for n in range(count):
         market = province.picker(rng)
         rid = f"E{tag}-{n:06d}"
+        sent_ms = at_ms + int(n * spacing_ms)
         msg = ev.HireRequested(
             event_id=f"hr:{rid}",
-            at_ms=at_ms,
+            at_ms=sent_ms,
             request_id=rid,
             market_id=market.market_id,
             skill=pick_skill(rng),
             headcount=pick_headcount(rng),
             wage_yuan_per_day=200.0,
-            start_at_ms=at_ms + 30 * 60_000,
-            deadline_at_ms=at_ms + deadline_ms,
+            start_at_ms=sent_ms + 30 * 60_000,
+            deadline_at_ms=sent_ms + deadline_ms,
         )
         out.append((rid, msg.model_dump_json().encode()))
     return out
@@ -126,14 +135,16 @@ class OfferWatch:
                 for r in records:
                     self.take(r.value, received)
 
-    async def wait_for(self, ids: Sequence[str], timeout_s: float) -> None:
-        """Until every id has an offer, or no offer came for ``QUIET_S``, or the timeout."""
+    async def wait_for(
+        self, ids: Sequence[str], timeout_s: float, quiet_s: float = QUIET_S
+    ) -> None:
+        """Until every id has an offer, or no offer came for ``quiet_s``, or the timeout."""
         deadline = time.perf_counter() + timeout_s
         while time.perf_counter() < deadline:
             if all(r in self.first for r in ids):
                 return
             quiet_since = max(self.last_offer_at, self.sent[ids[-1]])
-            if time.perf_counter() - quiet_since > QUIET_S:
+            if time.perf_counter() - quiet_since > quiet_s:
                 return
             await asyncio.sleep(0.05)
 
@@ -294,7 +305,9 @@ async def _latency_phase(
 ) -> dict[str, float]:
     count = int(rate * phase_s)
     print(f"    latency at {rate:,} requests/s for {phase_s:.0f} s", flush=True)
-    reqs = hire_requests(province, count, f"r{rate}", now_ms(), LATENCY_DEADLINE_MS, seed)
+    reqs = hire_requests(
+        province, count, f"r{rate}", now_ms(), LATENCY_DEADLINE_MS, seed, spacing_ms=1000 / rate
+    )
     await send_paced(producer, watch, reqs, rate)
     ids = [r for r, _ in reqs]
     await watch.wait_for(ids, timeout_s=30)
@@ -308,7 +321,7 @@ async def _drain_phase(
     reqs = hire_requests(province, count, "drain", now_ms(), DRAIN_DEADLINE_MS, seed=7)
     await send_backlog(producer, watch, reqs)
     ids = [r for r, _ in reqs]
-    await watch.wait_for(ids, timeout_s=DRAIN_DEADLINE_MS / 1000)
+    await watch.wait_for(ids, timeout_s=DRAIN_DEADLINE_MS / 1000, quiet_s=DRAIN_QUIET_S)
     offered = [r for r in ids if r in watch.first]
     if not offered:
         return {"requests": count, "offered": 0, "requests_per_s": 0.0, "seconds": 0.0}
