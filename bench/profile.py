@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +24,8 @@ class Sampler:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> bool:
-        binary = shutil.which("py-spy")
+        beside = Path(sys.executable).parent / "py-spy"  # the virtualenv's, when not on PATH
+        binary = str(beside) if beside.exists() else shutil.which("py-spy")
         if binary is None:
             print("    py-spy is not installed: no dispatcher profile", flush=True)
             return False
