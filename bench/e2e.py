@@ -48,6 +48,15 @@ LATENCY_DEADLINE_MS = 10_000
 DRAIN_DEADLINE_MS = 180_000
 WARMUP_TIMEOUT_S = 60.0
 QUIET_S = 3.0
+# Set on Ctrl-C: the phases stop at their next step even if a library swallowed the cancel.
+STOP = asyncio.Event()
+
+
+def check_stop() -> None:
+    if STOP.is_set():
+        raise asyncio.CancelledError
+
+
 DRAIN_QUIET_S = 10.0  # late requests of a big backlog widen their search and take a while
 
 
@@ -141,6 +150,7 @@ class OfferWatch:
         """Until every id has an offer, or no offer came for ``quiet_s``, or the timeout."""
         deadline = time.perf_counter() + timeout_s
         while time.perf_counter() < deadline:
+            check_stop()
             if all(r in self.first for r in ids):
                 return
             quiet_since = max(self.last_offer_at, self.sent[ids[-1]])
@@ -168,6 +178,7 @@ async def send_paced(
     """Send at an even ``rate`` per second, stamping each send time."""
     started = time.perf_counter()
     for i, (rid, value) in enumerate(reqs):
+        check_stop()
         wait = started + i / rate - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -181,6 +192,7 @@ async def send_backlog(
     """Send everything as fast as the producer takes it."""
     futures = []
     for rid, value in reqs:
+        check_stop()
         watch.sent[rid] = time.perf_counter()
         futures.append(await producer.send(HIRE_REQUESTS, value, key=rid.encode()))
     await asyncio.gather(*futures)
@@ -289,6 +301,7 @@ async def _warm_up(producer: AIOKafkaProducer, watch: OfferWatch, province: Prov
     ids = [r for r, _ in reqs]
     deadline = time.perf_counter() + WARMUP_TIMEOUT_S
     while not any(r in watch.first for r in ids):
+        check_stop()
         if time.perf_counter() > deadline:
             raise RuntimeError("the dispatcher made no offer within a minute of starting")
         await asyncio.sleep(0.1)

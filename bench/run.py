@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import platform
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -288,7 +289,21 @@ async def end_to_end(
     return out
 
 
+def stop_on_interrupt() -> None:
+    """Ctrl-C or SIGTERM: cancel the run (again on every signal) so its clean-up runs."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+    def interrupt() -> None:
+        e2e.STOP.set()
+        if task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+
+
 async def main_async(opt: Options) -> dict[str, Any]:
+    stop_on_interrupt()
     redis = Redis.from_url(opt.redis_url, decode_responses=True, max_connections=64)
     province = Province.load()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -320,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     opt.out.mkdir(parents=True, exist_ok=True)
     try:
         result = asyncio.run(main_async(opt))
-    except KeyboardInterrupt:
-        say("interrupted; the keys written so far were deleted")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted; its Redis keys are deleted and its broker stopped")
         raise SystemExit(130) from None
     for path in report.write(result, opt.out):
         say(f"wrote {path}")
