@@ -13,10 +13,11 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from archive.journal import DISPATCH_BATCH, DISPATCH_JOURNAL
+from consumers.journal import DISPATCH_BATCH
 from consumers.runtime import explain
 from schemas import events as ev
 from schemas import topics
+from schemas.topics import DISPATCH_JOURNAL
 
 ADAPTERS: Final[dict[str, TypeAdapter[Any]]] = {
     topics.HIRE_REQUESTS: ev.HIRE_INBOUND,
@@ -27,7 +28,7 @@ ADAPTERS: Final[dict[str, TypeAdapter[Any]]] = {
     topics.DEAD_LETTERS: TypeAdapter(ev.DeadLetter),
     DISPATCH_JOURNAL: DISPATCH_BATCH,
 }
-ARCHIVED_TOPICS: Final = (*topics.ALL_TOPICS, DISPATCH_JOURNAL)
+ARCHIVED_TOPICS: Final = topics.ALL_TOPICS
 MAX_MS: Final = 2**62  # anything larger cannot be a time and would not fit a bigint
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
-from archive.journal import DISPATCH_JOURNAL, Journal
 from consumers.dispatcher import TIMERS_PER_BATCH, Dispatcher, Place, ticks, translate
+from consumers.journal import Journal
 from consumers.runtime import (
     Outgoing,
     Publisher,
@@ -29,7 +29,7 @@ from consumers.runtime import (
 )
 from dispatch.model import Policy
 from infra import pg
-from infra.kafka import ensure_topics, make_consumer, make_producer
+from infra.kafka import make_consumer, make_producer
 from infra.keys import Keys
 from infra.ports import Presence
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
@@ -88,7 +88,6 @@ async def run_dispatcher(
         RedisWorkerIndex(redis, keys), RedisRequestStore(redis, keys), policy_from(settings.policy)
     )
     journal = Journal(dispatcher.policy)  # what each batch took, and its clock, for replay
-    await ensure_topics(settings.kafka_slice(), (DISPATCH_JOURNAL,))
     group = settings.dispatcher_group
     async with kafka_clients(settings, group, HIRE_REQUESTS, OFFER_RESPONSES) as (consumer, pub):
 

@@ -16,12 +16,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel
 
-from archive.journal import DISPATCH_JOURNAL, DispatchBatch
 from archive.records import ADAPTERS, ARCHIVED_TOPICS, row_of
 from archive.store import PgEventStore, Stored
+from consumers.journal import DispatchBatch
 from infra.settings import Settings
 from schemas import events as ev
 from schemas import topics as tp
+from schemas.topics import DISPATCH_JOURNAL
 
 log = logging.getLogger("replay")
 Presence = ev.WorkerCheckedIn | ev.WorkerLocated | ev.WorkerWentOffline

@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from archive.journal import DispatchBatch, Journal, policy_of, to_input
 from consumers.dispatcher import TIMERS_PER_BATCH, Place, job_from, ticks
+from consumers.journal import DispatchBatch, Journal, policy_of, to_input
 from dispatch.model import Answer, Cancel, Input, NewJob, Policy
 from infra.ports import Presence as PresenceChange
 from replay.recording import Presence, Recording

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from archive.journal import DispatchBatch
+from consumers.journal import DispatchBatch
 from schemas import events as ev
 
 LOCAL: Final = timezone(timedelta(hours=8), "CST")  # China Standard Time, no daylight saving

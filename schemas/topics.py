@@ -15,9 +15,12 @@ OFFER_RESPONSES: Final = "gig.offer-responses.v1"
 OFFERS: Final = "gig.offers.v1"
 REQUEST_EVENTS: Final = "gig.request-events.v1"
 DEAD_LETTERS: Final = "gig.dead-letters.v1"
+# Per dispatcher batch: the inputs it took and the clock it used (key: dispatcher instance),
+# so a supervisor's replay reproduces its decisions exactly.
+DISPATCH_JOURNAL: Final = "gig.dispatch-journal.v1"
 
 INBOUND: Final = (HIRE_REQUESTS, WORKER_EVENTS, OFFER_RESPONSES)
-ALL_TOPICS: Final = (*INBOUND, OFFERS, REQUEST_EVENTS, DEAD_LETTERS)
+ALL_TOPICS: Final = (*INBOUND, OFFERS, REQUEST_EVENTS, DEAD_LETTERS, DISPATCH_JOURNAL)
 
 
 def key(value: str) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from archive.journal import DISPATCH_BATCH, Journal, to_input
 from archive.records import row_of
+from consumers.journal import DISPATCH_BATCH, Journal, to_input
 from dispatch.model import Answer, Cancel, Job, NewJob, Policy, Tick
 from schemas import topics as tp
 

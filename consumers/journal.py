@@ -19,8 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from consumers.runtime import Outgoing
 from dispatch.model import Answer, Cancel, Input, Job, NewJob, Policy, Tick
 from schemas.events import Message
-
-DISPATCH_JOURNAL: Final = "gig.dispatch-journal.v1"
+from schemas.topics import DISPATCH_JOURNAL
 
 
 class _Frozen(BaseModel):
