@@ -75,7 +75,9 @@ def size_table(sizes: list[dict[str, Any]]) -> list[str]:
 def _lat(summary: dict[str, float] | None) -> str:
     if not summary:
         return "—"
-    return f"{summary['p50']:.1f} / {summary['p99']:.1f} / {summary['p999']:.1f}"
+    text = f"{summary['p50']:.1f} / {summary['p99']:.1f} / {summary['p999']:.1f}"
+    offered = summary.get("offered_fraction", 1.0)
+    return text if offered >= 0.999 else f"{text} ({offered:.0%} offered)"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
