@@ -17,6 +17,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
+from consumers.journal import DispatchBatch
 from schemas import events as ev
 from schemas import topics
 
@@ -43,6 +44,9 @@ def declare() -> FastStream:
            "Key: request id.")  # fmt: skip
     _topic(broker, topics.DEAD_LETTERS, ev.DeadLetter,
            "Messages a consumer could not take, whole, with the reason.")  # fmt: skip
+    _topic(broker, topics.DISPATCH_JOURNAL, DispatchBatch,
+           "Per dispatcher batch: the inputs taken and the clock used, for exact replay. "
+           "Key: dispatcher instance.")  # fmt: skip
     spec = AsyncAPI(
         title="Gig-market dispatch: Kafka topics",
         version="1",

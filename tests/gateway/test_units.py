@@ -139,5 +139,6 @@ def test_asyncapi_describes_every_topic_and_message() -> None:
     addresses = {c["address"] for c in doc["channels"].values()}
     assert addresses == set(ALL_TOPICS)
     schemas = doc["components"]["schemas"]
-    for name in ("HireRequested", "OfferMade", "OfferWithdrawn", "OfferAccepted", "WaveSent"):
+    for name in ("HireRequested", "OfferMade", "OfferWithdrawn", "OfferAccepted", "WaveSent",
+                 "DispatchBatch"):  # fmt: skip
         assert name in schemas
