@@ -212,14 +212,19 @@ def _serve_dispatcher(settings: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def dispatcher_process(settings: Settings) -> Iterator[BaseProcess]:
+def dispatcher_processes(settings: Settings, count: int) -> Iterator[list[BaseProcess]]:
+    """``count`` dispatcher instances in processes of their own, sharing one consumer group."""
     ctx = multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_serve_dispatcher, args=(settings.model_dump(),), daemon=True)
-    proc.start()
+    procs: list[BaseProcess] = []
     try:
-        yield proc
+        for _ in range(count):
+            args = (settings.model_dump(),)
+            procs.append(ctx.Process(target=_serve_dispatcher, args=args, daemon=True))
+            procs[-1].start()
+        yield procs
     finally:
-        stop_child(proc)
+        for proc in procs:
+            stop_child(proc)
 
 
 def stop_child(proc: BaseProcess) -> None:

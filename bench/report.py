@@ -53,15 +53,17 @@ def markdown(result: dict[str, Any]) -> str:
 
 def size_table(sizes: list[dict[str, Any]]) -> list[str]:
     head = (
-        "| workers | project dec/s | naive dec/s | ceiling GEOSEARCH/s | ×naive | ×ceiling "
+        "| workers | project dec/s | full dec/s | naive dec/s | ceiling GEOSEARCH/s "
+        "| ×naive | ×ceiling "
         "| e2e max req/s | p50/p99/p99.9 @100 (ms) | p50/p99/p99.9 @1000 (ms) "
         "| presence ev/s | bytes/worker |"
     )
-    lines = [head, "|" + "---:|" * 11]
+    lines = [head, "|" + "---:|" * 12]
     for s in sizes:
         m, e = s["match"], s.get("e2e", {})
         lines.append(
             f"| {s['workers']:,} | {m['project_decisions_per_s']:,.0f} "
+            f"| {m.get('project_full_decisions_per_s', 0):,.0f} "
             f"| {m['naive_decisions_per_s']:,.0f} | {m['redis_ceiling_per_s']:,.0f} "
             f"| {m['project_vs_naive']:.1f} | {m['project_vs_ceiling']:.2f} "
             f"| {e.get('max_sustained_requests_per_s', 0):,.0f} "
@@ -92,6 +94,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, key in (
         ("project match (decisions/s)", ("match", "project_decisions_per_s")),
+        ("project full decision (decisions/s)", ("match", "project_full_decisions_per_s")),
         ("naive match (decisions/s)", ("match", "naive_decisions_per_s")),
         ("Redis ceiling (GEOSEARCH/s)", ("match", "redis_ceiling_per_s")),
         ("end to end, max sustained (requests/s)", ("e2e", "max_sustained_requests_per_s")),

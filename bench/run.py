@@ -35,7 +35,7 @@ from bench.population import Province, check_ins, chunked, jobs
 from bench.profile import Sampler, summarise
 from bench.redisutil import delete_prefix, index_workers, memory_usage, used_memory
 from consumers.dispatcher import Dispatcher
-from consumers.services import policy_from
+from consumers.services import policy_from, redis_client
 from infra.keys import Keys
 from infra.ports import Presence
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
@@ -61,6 +61,7 @@ class Options:
     out: Path
     skip_e2e: bool
     profile: bool
+    dispatchers: int
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -85,6 +86,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--skip-e2e", action="store_true", help="no Kafka end-to-end runs")
     p.add_argument(
+        "--dispatchers",
+        type=int,
+        default=2,
+        help="dispatcher processes end to end, sharing one consumer group (2: one per core)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="also profile a match round (pyinstrument) and the dispatcher under load (py-spy)",
@@ -95,7 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ceiling = min(a.ceiling_requests, 50_000) if a.quick else a.ceiling_requests
     return Options(
         sizes, a.rounds, a.match_requests, a.naive_requests, a.batch, ceiling, phase,
-        a.redis_url, a.pg_dsn, a.out, a.skip_e2e, a.profile,
+        a.redis_url, a.pg_dsn, a.out, a.skip_e2e, a.profile, a.dispatchers,
     )  # fmt: skip
 
 
@@ -171,30 +178,34 @@ async def match_step(
     where = redis.connection_pool.connection_kwargs
     host, port = where.get("host", "127.0.0.1"), where.get("port", 6379)
     command = match.ceiling_command(shard, dispatcher.policy)
-    project, naive, ceiling, offered = [], [], [], []
+    project, full, naive, ceiling, offered = [], [], [], [], []
     for r in range(opt.rounds):
         batch_jobs = jobs(province, opt.match_requests, f"{r}", int(time.time() * 1000), 10 + r)
+        project.append(
+            await match.match_round(dispatcher.index, dispatcher.policy, batch_jobs, opt.batch)
+        )
         got = await match.project_round(dispatcher, batch_jobs, opt.batch)
         await dispatcher.index.release(got.held)
-        project.append(got.decisions_per_s)
+        full.append(got.decisions_per_s)
         offered.append(got.requests_offered / len(batch_jobs))
         naive_jobs = batch_jobs[: opt.naive_requests]
         radius = dispatcher.policy.radii_km[0]
         naive.append(await match.naive_round(redis, prefix, naive_jobs, radius))
         ceiling.append(match.redis_benchmark(host, port, opt.ceiling_requests, command))
         say(
-            f"  round {r + 1}: project {project[-1]:,.0f}/s, naive {naive[-1]:,.0f}/s, "
-            f"ceiling {ceiling[-1]:,.0f}/s"
+            f"  round {r + 1}: project {project[-1]:,.0f}/s (full decision {full[-1]:,.0f}/s), "
+            f"naive {naive[-1]:,.0f}/s, ceiling {ceiling[-1]:,.0f}/s"
         )
     await redis.unlink(match.naive_key(prefix))
     p, n, c = match.median(project), match.median(naive), match.median(ceiling)
     return {
         "project_decisions_per_s": round(p, 1),
+        "project_full_decisions_per_s": round(match.median(full), 1),
         "naive_decisions_per_s": round(n, 1),
         "redis_ceiling_per_s": round(c, 1),
         "project_vs_naive": round(p / n, 2) if n else 0.0,
         "project_vs_ceiling": round(p / c, 3) if c else 0.0,
-        "rounds": {"project": project, "naive": naive, "ceiling": ceiling},
+        "rounds": {"project": project, "project_full": full, "naive": naive, "ceiling": ceiling},
         "requests_offered_fraction": round(match.median(offered), 4),
         "batch": opt.batch,
         "ceiling_command": "redis-benchmark -n {} -c {} -P {} {}".format(
@@ -272,8 +283,8 @@ async def end_to_end(
             async with e2e.private_broker(Path(tmp)) as bootstrap:
                 settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
                 await e2e.prepare(settings)
-                with e2e.dispatcher_process(settings) as proc:
-                    sampler = Sampler(proc.pid or 0, raw) if opt.profile else None
+                with e2e.dispatcher_processes(settings, opt.dispatchers) as procs:
+                    sampler = Sampler(procs[0].pid or 0, raw) if opt.profile else None
                     plan = e2e.Plan((100, 1000), opt.phase_s, drain, sampler)
                     out = await e2e.run_phases(settings, province, plan)
     finally:
@@ -304,7 +315,8 @@ def stop_on_interrupt() -> None:
 
 async def main_async(opt: Options) -> dict[str, Any]:
     stop_on_interrupt()
-    redis = Redis.from_url(opt.redis_url, decode_responses=True, max_connections=64)
+    # The services' own client configuration (no per-reply socket timeout), for every contender.
+    redis = redis_client(Settings(redis_url=opt.redis_url, _env_file=None))
     province = Province.load()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     try:

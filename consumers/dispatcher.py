@@ -97,19 +97,22 @@ class Dispatcher:
         for item in inputs:
             by_request.setdefault(request_id_of(item), []).append(item)
         out: list[Outgoing] = []
-        for _ in range(SAVE_ATTEMPTS):
+        for attempt in range(SAVE_ATTEMPTS):
             if not by_request:
                 break
-            lost = await self._attempt(by_request, now, out)
+            lost = await self._attempt(by_request, now, out, first=attempt == 0)
             by_request = {rid: by_request[rid] for rid in lost}
         if by_request:
             log.error("gave up on %d requests after %d conflicts", len(by_request), SAVE_ATTEMPTS)
         return out
 
     async def _attempt(
-        self, by_request: Mapping[str, list[Input]], now: int, out: list[Outgoing]
+        self, by_request: Mapping[str, list[Input]], now: int, out: list[Outgoing], first: bool
     ) -> list[str]:
-        loaded = await self.store.load(list(by_request))
+        # A request seen for the first time has no state to load: it is created with version
+        # 0, and a repeated one (redelivery) loses that save and is decided again, loaded.
+        known = [r for r, items in by_request.items() if not (first and _all_new(items))]
+        loaded = await self.store.load(known) if known else {}
         work = {rid: self._fold(loaded.get(rid), items, now) for rid, items in by_request.items()}
         await self._waves([p for p in work.values() if p.searching], now)
         dirty = [p for p in work.values() if p.changed and p.state is not None]
@@ -216,6 +219,10 @@ def _unavailable(
     missed, and the ones another request of the batch planned first."""
     others = {c.worker_id for c in found if c.worker_id in taken and c.worker_id not in held}
     return missed | others
+
+
+def _all_new(items: list[Input]) -> bool:
+    return all(isinstance(item, NewJob) for item in items)
 
 
 def _state(p: Progress) -> RequestState:

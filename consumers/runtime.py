@@ -55,20 +55,26 @@ class Outgoing:
 
 
 class Publisher:
-    """Publishes outgoing messages on Kafka and waits until the broker has them all."""
+    """Publishes outgoing messages on Kafka."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self.producer = producer
 
-    async def publish(self, messages: Sequence[Outgoing]) -> None:
+    async def send(self, messages: Sequence[Outgoing]) -> Awaitable[Any] | None:
+        """Hand the messages to the producer; return what completes when the broker has them."""
         futures = [
             await self.producer.send(
                 m.topic, m.message.model_dump_json().encode(), key=m.key.encode()
             )
             for m in messages
         ]
-        if futures:
-            await asyncio.gather(*futures)
+        return asyncio.gather(*futures) if futures else None
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        """Send the messages and wait until the broker has them all."""
+        pending = await self.send(messages)
+        if pending is not None:
+            await pending
 
 
 class MemoryPublisher:
@@ -137,7 +143,10 @@ def decode(
     return out
 
 
-Handler = Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None]]
+# A handler may return what completes once its batch's effects are durable (its messages
+# acknowledged by the broker), or None when they already are.
+Durable = Awaitable[Any] | None
+Handler = Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[Durable]]
 
 
 async def consume(
@@ -148,28 +157,47 @@ async def consume(
     poll_ms: int = 100,
     max_records: int = 2000,
 ) -> None:
-    """Read batches until ``stop`` is set; commit each batch after its handler succeeds.
+    """Read batches until ``stop`` is set; commit each batch once its effects are durable.
 
     The handler is called on every poll, also with an empty batch, so it can do timed work.
+    While the broker acknowledges one batch's messages, the next batch is read and handled;
+    batches are committed in order, each only after its own messages are acknowledged.
     """
-    while not stop.is_set():
-        batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
-        records = [r for part in batch.values() for r in part]
-        await _with_retries(handler, records)
-        if records:
-            await consumer.commit()
+    settling: asyncio.Task[None] | None = None
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+            records = [r for part in batch.values() for r in part]
+            durable = await _with_retries(handler, records)
+            if settling is not None:
+                await settling
+                settling = None
+            if records:
+                offsets = {tp: part[-1].offset + 1 for tp, part in batch.items() if part}
+                settling = asyncio.create_task(_settle(consumer, durable, offsets))
+            elif durable is not None:
+                await durable
+    finally:
+        if settling is not None:
+            await settling
 
 
-async def _with_retries(handler: Handler, records: list[ConsumerRecord[Any, Any]]) -> None:
+async def _settle(consumer: AIOKafkaConsumer, durable: Durable, offsets: dict[Any, int]) -> None:
+    if durable is not None:
+        await durable
+    await consumer.commit(offsets)
+
+
+async def _with_retries(handler: Handler, records: list[ConsumerRecord[Any, Any]]) -> Durable:
     for attempt in range(1, HANDLER_RETRIES + 1):
         try:
-            await handler(records)
-            return
+            return await handler(records)
         except RETRYABLE as e:
             if attempt == HANDLER_RETRIES:
                 raise
             log.warning("batch failed (%s), retry %d of %d", e, attempt, HANDLER_RETRIES - 1)
             await asyncio.sleep(0.2 * 2**attempt)
+    return None
 
 
 def stop_on_signals() -> asyncio.Event:

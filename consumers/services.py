@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from consumers.dispatcher import TIMERS_PER_BATCH, Dispatcher, Place, ticks, translate
 from consumers.journal import Journal
 from consumers.runtime import (
+    Durable,
     Outgoing,
     Publisher,
     consume,
@@ -52,7 +53,16 @@ def policy_from(p: PolicySettings) -> Policy:
 
 
 def redis_client(settings: Settings) -> Redis:
-    return Redis.from_url(settings.redis_url, decode_responses=True, max_connections=64)
+    # No per-reply socket timeout: the adapters bound each round trip instead (see
+    # infra.redis_index.ROUND_TRIP_TIMEOUT_S), which is much cheaper per command.
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        max_connections=64,
+        socket_timeout=None,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+    )
 
 
 def keys_for(settings: Settings) -> Keys:
@@ -91,13 +101,14 @@ async def run_dispatcher(
     group = settings.dispatcher_group
     async with kafka_clients(settings, group, HIRE_REQUESTS, OFFER_RESPONSES) as (consumer, pub):
 
-        async def handle(records: list[ConsumerRecord[Any, Any]]) -> None:
+        async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
             now = now_ms()
             inputs, refused = translate(records, markets, now)
             due = await dispatcher.store.pop_due(now, TIMERS_PER_BATCH)
             batch = inputs + ticks(due)
             out = await dispatcher.handle(batch, now)
-            await pub.publish(refused + out + journal.entry(batch, now))
+            # Handed to the producer; the batch is committed once the broker has them all.
+            return await pub.send(refused + out + journal.entry(batch, now))
 
         log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
         try:
@@ -140,11 +151,11 @@ async def run_presence(settings: Settings | None = None, stop: asyncio.Event | N
     index = RedisWorkerIndex(redis, keys_for(settings))
     async with kafka_clients(settings, settings.presence_group, WORKER_EVENTS) as (consumer, pub):
 
-        async def handle(records: list[ConsumerRecord[Any, Any]]) -> None:
+        async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
             changes, dead = presence_batch(records, markets)
             if changes:
                 await index.apply(changes)
-            await pub.publish(dead)
+            return await pub.send(dead)
 
         log.info("presence consumer up")
         try:

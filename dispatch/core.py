@@ -93,8 +93,9 @@ def apply_wave(
     if state.terminal:
         return Decision(state=state, released=tuple(sorted(held)), changed=False)
     radius = search_for(state, policy).radius_km
-    notes = _notes(state, found, held, unavailable)
-    made = tuple(_offer(state, c, now_ms, policy) for c in rank(found) if c.worker_id in held)
+    ranked = rank(found)
+    notes = _notes(state, ranked, held, unavailable)
+    made = tuple(_offer(state, c, now_ms, policy) for c in ranked if c.worker_id in held)
     if not made:
         return _widen_or_wait(state, radius, notes, now_ms, policy)
     new = replace(state.with_offers({}, made), wave=state.wave + 1)
@@ -170,7 +171,7 @@ def _offer(state: RequestState, c: Candidate, now_ms: int, policy: Policy) -> Of
         worker_id=c.worker_id,
         status=OfferStatus.MADE,
         wave=state.wave + 1,
-        distance_km=round(c.distance_km, 3),
+        distance_km=c.distance_km,
         score=score(c),
         made_at_ms=now_ms,
         expires_at_ms=now_ms + policy.offer_ttl_ms,
@@ -179,7 +180,7 @@ def _offer(state: RequestState, c: Candidate, now_ms: int, policy: Policy) -> Of
 
 def _notes(
     state: RequestState,
-    found: Sequence[Candidate],
+    ranked: Sequence[Candidate],
     held: frozenset[str],
     unavailable: frozenset[str],
 ) -> tuple[CandidateNote, ...]:
@@ -193,8 +194,7 @@ def _notes(
         return "taken" if worker_id in unavailable else "not_needed"
 
     return tuple(
-        CandidateNote(c.worker_id, c.distance_km, score(c), outcome(c.worker_id))
-        for c in rank(found)
+        CandidateNote(c.worker_id, c.distance_km, score(c), outcome(c.worker_id)) for c in ranked
     )
 
 

@@ -8,6 +8,7 @@ around Changsha. A search of radius r reads every cell its bounding box overlaps
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Final
 
 CELL_DEG: Final = 0.5
@@ -28,6 +29,7 @@ def cell_of(lon: float, lat: float) -> str:
     return f"{math.floor(lon / CELL_DEG)}:{math.floor(lat / CELL_DEG)}"
 
 
+@lru_cache(maxsize=65536)  # requests come from a few thousand market places and radii
 def cells_within(lon: float, lat: float, radius_km: float) -> tuple[str, ...]:
     """Every cell that a circle of ``radius_km`` around the point may reach, home cell first."""
     dlat = radius_km / KM_PER_DEG_LAT

@@ -30,7 +30,7 @@ class Policy:
     offer_ttl_ms: int = 15_000
     radii_km: tuple[float, ...] = (3.0, 6.0, 12.0, 25.0, 50.0)
     over_offer: float = 1.0
-    search_count: int = 24
+    search_count: int = 12
     retry_idle_ms: int = 5_000
 
 

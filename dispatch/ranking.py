@@ -1,6 +1,6 @@
 """Ranking candidates for a job: a pure, documented score (lower is better).
 
-``score = distance_km`` (rounded to the metre)
+``score = distance_km`` (as the index reports it, to a tenth of a metre)
 
 Nearest first keeps travel short. Workers already offered this request, whatever they answered,
 are never offered it again: they are filtered out before ranking, which also spreads a job's
@@ -16,10 +16,14 @@ from dispatch.model import Candidate
 
 
 def score(candidate: Candidate) -> float:
-    """The candidate's score: distance in kilometres, rounded to the metre."""
-    return round(candidate.distance_km, 3)
+    """The candidate's score: the distance in kilometres."""
+    return candidate.distance_km
+
+
+def _key(candidate: Candidate) -> tuple[float, str]:
+    return (candidate.distance_km, candidate.worker_id)  # score, then worker id
 
 
 def rank(candidates: Iterable[Candidate]) -> list[Candidate]:
     """Candidates best first, deterministic whatever order they came in."""
-    return sorted(candidates, key=lambda c: (score(c), c.worker_id))
+    return sorted(candidates, key=_key)

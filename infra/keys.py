@@ -8,8 +8,10 @@ on one Redis or on a Redis Cluster:
 - ``{p}:wr:{bucket}``        hash: worker id -> "lon,lat,skill|skill,online" for the workers
   of one bucket. Bucketing keeps each hash small enough for Redis's compact listpack
   encoding, about 30 bytes a worker instead of a key of its own (~100 bytes).
-- ``{p}:hold:{worker}``      the worker's hold: the request id while offered, ``A|request``
-  while assigned. ``SET NX`` on it is the one atomic step that prevents double booking.
+- ``{p}:hold:{bucket}:{worker}`` the worker's hold: the request id while offered,
+  ``A|request`` while assigned. ``SET NX`` on it is the one atomic step that prevents double
+  booking. It shares the slot of the worker's record, so one script can take the hold and
+  read the record in a single command.
 - ``{p}:req:{request}``      hash: ``v`` (version) and ``s`` (request state as JSON).
 - ``{p}:timers``             sorted set: request id scored by when the core wants a tick.
 """
@@ -44,10 +46,13 @@ class Keys:
         return f"{self.prefix}:geo:*"
 
     def bucket(self, worker_id: str) -> str:
-        return f"{self.prefix}:wr:{{{zlib.crc32(worker_id.encode()) % self.buckets}}}"
+        return f"{self.prefix}:wr:{{{self._bucket_of(worker_id)}}}"
 
     def hold(self, worker_id: str) -> str:
-        return f"{self.prefix}:hold:{{{worker_id}}}"
+        return f"{self.prefix}:hold:{{{self._bucket_of(worker_id)}}}:{worker_id}"
+
+    def _bucket_of(self, worker_id: str) -> int:
+        return zlib.crc32(worker_id.encode()) % self.buckets
 
     def request(self, request_id: str) -> str:
         return f"{self.prefix}:req:{{{request_id}}}"

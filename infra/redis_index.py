@@ -6,7 +6,8 @@ a ``SET NX``) touches one key. The same code therefore runs on one Redis or a cl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,9 +23,22 @@ from infra.keys import (
 from infra.ports import Presence, WorkerRecord
 from infra.state_codec import dump_state, load_state
 
+# Hold and record share a slot (see infra.keys): taking the hold and reading the record the
+# worker must leave the index by is one command. Returns the record ('' if none), or nil when
+# someone else holds the worker.
+_HOLD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('HGET', KEYS[2], ARGV[3]) or ''
+end
+return false
+"""
+# Drop the hold if it is this request's; return the record to put the worker back by.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
-return 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return redis.call('HGET', KEYS[2], ARGV[2]) or ''
+end
+return false
 """
 _ASSIGN = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -47,6 +61,16 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return ids
 """
 TIMER_LEASE_MS = 5_000
+# One deadline per round trip rather than redis-py's per-reply socket timeout, which wraps each
+# of a pipeline's replies in a timer of its own and cost about 40 % of a command's client time.
+ROUND_TRIP_TIMEOUT_S = 5.0
+
+
+async def _run(pipe: Any) -> list[Any]:
+    """Execute a pipeline within one deadline for the whole round trip."""
+    async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
+        result: list[Any] = await pipe.execute()
+        return result
 
 
 def pack_record(rec: WorkerRecord) -> str:
@@ -77,6 +101,7 @@ class RedisWorkerIndex:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
+        self._hold = redis.register_script(_HOLD)
         self._release = redis.register_script(_RELEASE)
         self._assign = redis.register_script(_ASSIGN)
 
@@ -84,7 +109,7 @@ class RedisWorkerIndex:
         pipe = self.redis.pipeline(transaction=False)
         for wid in worker_ids:
             pipe.hget(self.keys.bucket(wid), wid)
-        raw = await pipe.execute()
+        raw = await _run(pipe)
         return [unpack_record(wid, r) for wid, r in zip(worker_ids, raw, strict=True)]
 
     async def apply(self, changes: Sequence[Presence]) -> None:
@@ -93,13 +118,13 @@ class RedisWorkerIndex:
         for wid in ids:
             pipe.hget(self.keys.bucket(wid), wid)
             pipe.get(self.keys.hold(wid))
-        raw = await pipe.execute()
+        raw = await _run(pipe)
         records = {w: unpack_record(w, raw[2 * i]) for i, w in enumerate(ids)}
         holds: dict[str, str | None] = {w: raw[2 * i + 1] for i, w in enumerate(ids)}
         writes = self.redis.pipeline(transaction=False)
         for change in changes:
             self._write_change(writes, records, holds, change)
-        await writes.execute()
+        await _run(writes)
 
     def _write_change(
         self,
@@ -149,50 +174,56 @@ class RedisWorkerIndex:
                     withdist=True,
                 )
             spans.append(len(cells))
-        raw = await pipe.execute()
+        raw = await _run(pipe)
         return list(_merge(specs, spans, raw))
 
     async def hold(self, claims: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
         pipe = self.redis.pipeline(transaction=False)
         for wid, rid in claims:
-            pipe.set(self.keys.hold(wid), rid, nx=True, px=ttl_ms)
-            pipe.hget(self.keys.bucket(wid), wid)
-        raw = await pipe.execute()
-        got = [bool(raw[2 * i]) for i in range(len(claims))]
+            keys = [self.keys.hold(wid), self.keys.bucket(wid)]
+            await self._hold(keys=keys, args=[rid, ttl_ms, wid], client=pipe)
+        raw = await _run(pipe)
         gone: dict[str, list[str]] = {}
-        for i, (wid, _) in enumerate(claims):
-            rec = unpack_record(wid, raw[2 * i + 1])
-            if got[i] and rec is not None:
-                cell = cell_of(rec.lon, rec.lat)
-                for skill in rec.skills:  # out of every shard the worker was in, not just one
-                    gone.setdefault(self.keys.geo(cell, skill), []).append(wid)
+        for (wid, _), rec in zip(claims, raw, strict=True):
+            if rec:  # held, with a record: out of every shard the worker is in, not just one
+                self._group(gone, unpack_record(wid, rec), lambda r: [r.worker_id])
         if gone:
             cleanup = self.redis.pipeline(transaction=False)
             for key, members in gone.items():  # one ZREM per shard, not per worker
                 cleanup.zrem(key, *members)
-            await cleanup.execute()
-        return got
+            await _run(cleanup)
+        return [r is not None for r in raw]
 
     async def release(self, pairs: Sequence[tuple[str, str]]) -> None:
         if not pairs:
             return
         pipe = self.redis.pipeline(transaction=False)
         for wid, rid in pairs:
-            await self._release(keys=[self.keys.hold(wid)], args=[rid], client=pipe)
-            pipe.hget(self.keys.bucket(wid), wid)
-        raw = await pipe.execute()
+            keys = [self.keys.hold(wid), self.keys.bucket(wid)]
+            await self._release(keys=keys, args=[rid, wid], client=pipe)
         back: dict[str, list[Any]] = {}
-        for i, (wid, _) in enumerate(pairs):
-            rec = unpack_record(wid, raw[2 * i + 1])
-            if raw[2 * i] and rec is not None and rec.online:
-                cell = cell_of(rec.lon, rec.lat)
-                for skill in rec.skills:
-                    back.setdefault(self.keys.geo(cell, skill), []).extend((rec.lon, rec.lat, wid))
+        for (wid, _), rec in zip(pairs, await _run(pipe), strict=True):
+            record = unpack_record(wid, rec) if rec else None
+            if record is not None and record.online:
+                self._group(back, record, lambda r: [r.lon, r.lat, r.worker_id])
         if back:
             pipe = self.redis.pipeline(transaction=False)
             for key, values in back.items():  # one GEOADD per shard, not per worker
                 pipe.geoadd(key, values)
-            await pipe.execute()
+            await _run(pipe)
+
+    def _group(
+        self,
+        into: dict[str, list[Any]],
+        rec: WorkerRecord | None,
+        values: Callable[[WorkerRecord], list[Any]],
+    ) -> None:
+        """Add a worker's values under each shard key they belong in."""
+        if rec is None:
+            return
+        cell = cell_of(rec.lon, rec.lat)
+        for skill in rec.skills:
+            into.setdefault(self.keys.geo(cell, skill), []).extend(values(rec))
 
     async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         if not pairs:
@@ -201,7 +232,7 @@ class RedisWorkerIndex:
         for wid, rid in pairs:
             args: list[str | int] = [rid, ASSIGNED_PREFIX + rid, ASSIGNMENT_TTL_MS]
             await self._assign(keys=[self.keys.hold(wid)], args=args, client=pipe)
-        return [bool(r) for r in await pipe.execute()]
+        return [bool(r) for r in await _run(pipe)]
 
     async def holder(self, worker_id: str) -> str | None:
         value = await self.redis.get(self.keys.hold(worker_id))
@@ -226,7 +257,7 @@ def _merge(
 ) -> list[list[Candidate]]:
     out, at = [], 0
     for spec, n in zip(specs, spans, strict=True):
-        found = [Candidate(m, float(d)) for part in raw[at : at + n] for m, d in part]
+        found = [Candidate(m, d) for part in raw[at : at + n] for m, d in part]
         at += n
         found.sort(key=lambda c: (c.distance_km, c.worker_id))
         out.append(found[: spec.count])
@@ -246,7 +277,7 @@ class RedisRequestStore:
         pipe = self.redis.pipeline(transaction=False)
         for rid in request_ids:
             pipe.hmget(self.keys.request(rid), "v", "s")
-        raw = await pipe.execute()
+        raw = await _run(pipe)
         return {
             rid: (int(v), load_state(s))
             for rid, (v, s) in zip(request_ids, raw, strict=True)
@@ -263,7 +294,7 @@ class RedisRequestStore:
                 max(1, state.job.deadline_at_ms - state.job.requested_at_ms) + REQUEST_STATE_TTL_MS
             )
             await self._save(keys=[key], args=[version, dump_state(state), ttl], client=pipe)
-        return [bool(r) for r in await pipe.execute()]
+        return [bool(r) for r in await _run(pipe)]
 
     async def schedule(self, due: Sequence[tuple[str, int | None]]) -> None:
         if not due:
@@ -283,9 +314,10 @@ class RedisRequestStore:
             pipe.zrem(self.keys.timers(), *drops)
         if adds:
             pipe.zadd(self.keys.timers(), adds)
-        await pipe.execute()
+        await _run(pipe)
 
     async def pop_due(self, now_ms: int, limit: int) -> list[str]:
         args = [now_ms, limit, now_ms + TIMER_LEASE_MS]
-        ids: list[str] = await self._pop_due(keys=[self.keys.timers()], args=args)
+        async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
+            ids: list[str] = await self._pop_due(keys=[self.keys.timers()], args=args)
         return ids

@@ -26,7 +26,7 @@ class PolicySettings(BaseModel):
     offer_ttl_s: float = Field(15.0, gt=0)
     radii_km: tuple[float, ...] = (3.0, 6.0, 12.0, 25.0, 50.0)
     over_offer: float = Field(1.0, ge=1.0)
-    search_count: int = Field(24, ge=1, le=500)
+    search_count: int = Field(12, ge=1, le=500)
     retry_idle_s: float = Field(5.0, gt=0)
 
 

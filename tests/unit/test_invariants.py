@@ -124,3 +124,17 @@ def test_same_inputs_same_decisions(workers, requests, rounds) -> None:  # type:
     b = asyncio.run(simulate(workers, requests, rounds))
     assert a.store.states == b.store.states
     assert [o.model_dump() for o in a.live] == [o.model_dump() for o in b.live]
+
+
+async def _redelivered() -> tuple[int, int]:
+    w = World()
+    await w.index.apply([Presence("w1", "checkin", LON, LAT, ("mover",))])
+    job = Job("r1", "G4301001", "mover", 1, 200.0, LON, LAT, 0, 0, 60_000)
+    await w.run([NewJob(job)], 1)
+    await w.run([NewJob(job)], 2)  # the same request again, as after a redelivery
+    version, state = w.store.states["r1"]
+    return version, len(state.offers)
+
+
+def test_a_redelivered_request_changes_nothing() -> None:
+    assert asyncio.run(_redelivered()) == (1, 1)

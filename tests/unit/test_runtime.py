@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -13,18 +14,30 @@ from consumers import runtime
 pytestmark = pytest.mark.unit
 
 
+@dataclass(frozen=True)
+class Record:
+    value: str
+    offset: int
+
+
 class FakeConsumer:
     def __init__(self, batches: list[list[str]], stop: asyncio.Event) -> None:
         self.batches, self.stop, self.commits = batches, stop, 0
+        self.offset = 0
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, list[str]]:
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[str, list[Record]]:
         if not self.batches:
             self.stop.set()
             return {}
-        return {"tp": self.batches.pop(0)}
+        records = []
+        for value in self.batches.pop(0):
+            records.append(Record(value, self.offset))
+            self.offset += 1
+        return {"tp": records}
 
-    async def commit(self) -> None:
+    async def commit(self, offsets: dict[str, int]) -> None:
         self.commits += 1
+        self.committed = offsets
 
 
 async def test_each_batch_is_committed_after_its_handler_and_outages_are_retried(
@@ -37,13 +50,38 @@ async def test_each_batch_is_committed_after_its_handler_and_outages_are_retried
     failures = iter([RedisConnectionError("redis restarting")])
 
     async def handler(records: list[Any]) -> None:
-        if records == ["c"] and (e := next(failures, None)):
+        values = [r.value for r in records]
+        if values == ["c"] and (e := next(failures, None)):
             raise e
-        seen.append(records)
+        seen.append(values)
 
     await runtime.consume(consumer, handler, stop)  # type: ignore[arg-type]
     assert seen == [["a", "b"], ["c"], []]
     assert consumer.commits == 2
+    assert consumer.committed == {"tp": 3}  # the next offset to read
+
+
+async def test_a_batch_is_committed_only_after_its_messages_are_acknowledged() -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer([["a"], ["b"]], stop)
+    acks: list[asyncio.Future[None]] = []
+    both_handled = asyncio.Event()
+
+    async def handler(records: list[Any]) -> runtime.Durable:
+        if not records:
+            return None
+        acks.append(asyncio.get_running_loop().create_future())
+        if len(acks) == 2:
+            both_handled.set()
+        return acks[-1]
+
+    task = asyncio.create_task(runtime.consume(consumer, handler, stop))  # type: ignore[arg-type]
+    await both_handled.wait()  # the second batch is handled while the first waits for its ack
+    assert consumer.commits == 0
+    acks[0].set_result(None)
+    acks[1].set_result(None)
+    await task
+    assert consumer.commits == 2 and consumer.committed == {"tp": 2}
 
 
 async def test_a_lasting_outage_stops_the_consumer_without_committing(
