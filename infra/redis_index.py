@@ -64,6 +64,7 @@ TIMER_LEASE_MS = 5_000
 # One deadline per round trip rather than redis-py's per-reply socket timeout, which wraps each
 # of a pipeline's replies in a timer of its own and cost about 40 % of a command's client time.
 ROUND_TRIP_TIMEOUT_S = 5.0
+SEARCH_CHUNK = 64  # requests per search pipeline; a batch's chunks are in flight together
 
 
 async def _run(pipe: Any) -> list[Any]:
@@ -158,6 +159,13 @@ class RedisWorkerIndex:
             pipe.geoadd(self.keys.geo(cell, skill), (rec.lon, rec.lat, rec.worker_id))
 
     async def search(self, specs: Sequence[SearchSpec]) -> list[list[Candidate]]:
+        # Several pipelines in flight at once: Redis runs one chunk's searches while the client
+        # packs the next chunk and parses the last, instead of each side waiting on the other.
+        chunks = [specs[i : i + SEARCH_CHUNK] for i in range(0, len(specs), SEARCH_CHUNK)]
+        found = await asyncio.gather(*(self._search_chunk(c) for c in chunks))
+        return [candidates for part in found for candidates in part]
+
+    async def _search_chunk(self, specs: Sequence[SearchSpec]) -> list[list[Candidate]]:
         pipe = self.redis.pipeline(transaction=False)
         spans = []
         for spec in specs:
