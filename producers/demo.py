@@ -252,8 +252,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         print(asyncio.run(morning(args, settings, tag)))
         print(
-            "\nTry it yourself: .venv/bin/gig-kiosk post --market G4301001 --skill general_labourer"
-            "\nOr in a browser: `make serve`, then open http://127.0.0.1:8000/worker and /kiosk"
+            "\nTry it yourself: `make serve` starts the stack, the services and the gateway;"
+            "\nthen open http://127.0.0.1:8000/worker and http://127.0.0.1:8000/kiosk, or post"
+            " from a terminal: .venv/bin/gig-kiosk post --market G4301001 --skill general_labourer"
         )
     finally:
         for proc in procs:
