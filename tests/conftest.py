@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -137,3 +138,19 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def archived(settings: Settings) -> AsyncIterator[Settings]:
+    """Per-test settings whose PostgreSQL database is a fresh, empty event store."""
+    base = settings.pg_dsn.rsplit("/", 1)[0]
+    name = f"gig_test_archive_{uuid.uuid4().hex[:8]}"
+    await pg.prepare(f"{base}/{name}")
+    try:
+        yield settings.model_copy(update={"pg_dsn": f"{base}/{name}"})
+    finally:
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
