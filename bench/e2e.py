@@ -40,8 +40,7 @@ from consumers.runtime import now_ms
 from infra import pg, stack
 from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
-from producers.population import pick_headcount, pick_skill
-from schemas import events as ev
+from producers.load import make_request
 from schemas.topics import HIRE_REQUESTS, OFFERS
 
 LATENCY_DEADLINE_MS = 10_000
@@ -96,21 +95,9 @@ def hire_requests(
     rng = random.Random(seed)
     out = []
     for n in range(count):
-        market = province.picker(rng)
-        rid = f"E{tag}-{n:06d}"
-        sent_ms = at_ms + int(n * spacing_ms)
-        msg = ev.HireRequested(
-            event_id=f"hr:{rid}",
-            at_ms=sent_ms,
-            request_id=rid,
-            market_id=market.market_id,
-            skill=pick_skill(rng),
-            headcount=pick_headcount(rng),
-            wage_yuan_per_day=200.0,
-            start_at_ms=sent_ms + 30 * 60_000,
-            deadline_at_ms=sent_ms + deadline_ms,
-        )
-        out.append((rid, msg.model_dump_json().encode()))
+        msg = make_request(rng, province.picker, n, at_ms + int(n * spacing_ms),
+                           deadline_ms / 1000, f"E{tag}")  # fmt: skip
+        out.append((msg.request_id, msg.model_dump_json().encode()))
     return out
 
 

@@ -80,8 +80,7 @@ async def match_round(index: WorkerIndex, policy: Policy, jobs: Sequence[Job], b
         found = await index.search([core.search_for(s, policy) for s in states])
         taken: set[str] = set()
         for state, candidates in zip(states, found, strict=True):
-            free = [c for c in candidates if c.worker_id not in taken]
-            plan = frozenset(c.worker_id for c in core.plan_wave(state, free, policy, frozenset()))
+            plan = frozenset(c.worker_id for c in core.plan_wave(state, candidates, policy, taken))
             taken |= plan
             core.apply_wave(state, candidates, plan, frozenset(), now, policy)
     return len(jobs) / (time.perf_counter() - started)

@@ -181,10 +181,9 @@ class Dispatcher:
         return ready
 
     def _plan(self, p: Progress, found: list[Candidate], taken: set[str]) -> list[Candidate]:
-        # Filter by ``taken`` here rather than hand the core a copy of it per request, which
-        # made a batch quadratic in its size; plan_wave drops the same candidates either way.
-        fresh = [c for c in found if c.worker_id not in taken]
-        plan = core.plan_wave(_state(p), fresh, self.policy, frozenset())
+        # The batch's taken set is handed over as it is: a copy per request made a batch
+        # quadratic in its size.
+        plan = core.plan_wave(_state(p), found, self.policy, taken)
         taken.update(c.worker_id for c in plan)
         return plan
 

@@ -25,7 +25,7 @@ from typing import Final
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from dispatch.core import wanted
+from dispatch.core import fresh_candidates, wanted
 from dispatch.model import Candidate, Policy, RequestState
 from dispatch.ranking import rank, score
 
@@ -50,14 +50,6 @@ def defer(state: RequestState, now_ms: int, window_ms: int = WINDOW_MS) -> Reque
 
 
 Wave = tuple[RequestState, Sequence[Candidate]]
-
-
-def fresh(
-    state: RequestState, found: Sequence[Candidate], taken: frozenset[str]
-) -> list[Candidate]:
-    """Candidates the request may still be offered: not offered before, not taken this batch."""
-    seen = state.offered_workers()
-    return [c for c in rank(found) if c.worker_id not in seen and c.worker_id not in taken]
 
 
 def groups(options: Sequence[Sequence[Candidate]]) -> list[list[int]]:
@@ -104,7 +96,7 @@ def plan_batch(
     waves: Sequence[Wave], policy: Policy, taken: frozenset[str]
 ) -> list[list[Candidate]]:
     """Whom to hold for each request of the batch, matched jointly (see the module rules)."""
-    options = [fresh(state, found, taken) for state, found in waves]
+    options = [fresh_candidates(state, found, taken) for state, found in waves]
     slots = [wanted(state, policy) for state, _ in waves]
     plans: list[list[Candidate]] = [[] for _ in waves]
     for group in groups(options):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 from dispatch import lifecycle
@@ -69,13 +70,20 @@ def open_request(job: Job, now_ms: int, policy: Policy) -> Decision:
     return Decision(state=state, search=search_for(state, policy))
 
 
+def fresh_candidates(
+    state: RequestState, found: Iterable[Candidate], taken: AbstractSet[str]
+) -> list[Candidate]:
+    """Candidates best first that may still be offered: not offered this request before, not
+    taken by another request (``taken`` is only read, so a caller may pass a live set)."""
+    seen = state.offered_workers()
+    return [c for c in rank(found) if c.worker_id not in seen and c.worker_id not in taken]
+
+
 def plan_wave(
-    state: RequestState, found: Iterable[Candidate], policy: Policy, taken: frozenset[str]
+    state: RequestState, found: Iterable[Candidate], policy: Policy, taken: AbstractSet[str]
 ) -> list[Candidate]:
     """The best candidates to hold for the next wave, skipping workers taken or offered."""
-    seen = state.offered_workers()
-    fresh = [c for c in rank(found) if c.worker_id not in seen and c.worker_id not in taken]
-    return fresh[: wanted(state, policy)]
+    return fresh_candidates(state, found, taken)[: wanted(state, policy)]
 
 
 def apply_wave(
