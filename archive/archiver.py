@@ -97,7 +97,8 @@ async def run_archiver(
     await pg.migrate(conn)
     kafka = settings.kafka_slice()
     await ensure_topics(kafka, tuple(topics))
-    consumer = make_consumer(kafka, *topics, group_id=group)
+    # The archive keeps everything: a new archiver group starts at the beginning of the log.
+    consumer = make_consumer(kafka, *topics, group_id=group, start="earliest")
     await consumer.start()
     lag = Lag()
     try:

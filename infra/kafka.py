@@ -1,61 +1,91 @@
-"""Kafka plumbing: topic creation with explicit partitions, producer and consumer factories.
+"""Kafka plumbing: topic creation with explicit partitions and replication, producer and
+consumer factories.
 
-The settings suit both the embedded Tansu broker and Apache Kafka. Against Tansu a fetch waits
-for the whole ``fetch_max_wait_ms``, so it is kept short; consumer groups use short session
-timeouts because Tansu forms a group in about half of one.
+Producers wait for every in-sync replica (``acks=all``) and are idempotent, so a retried send
+never duplicates a record in the log. Consumers commit by hand, after their effects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from infra.settings import KafkaSettings
-from schemas.topics import ALL_TOPICS
+from schemas.topics import ALL_TOPICS, COMPACTED
 
 log = logging.getLogger(__name__)
+# Compacted topics keep the latest record per key; records older than this still go, so
+# the log of long-finished requests does not grow for ever.
+COMPACTED_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 
-async def ensure_topics(kafka: KafkaSettings, topics: tuple[str, ...] = ALL_TOPICS) -> None:
-    """Create any missing topic with the configured partition count."""
+def topic_config(kafka: KafkaSettings, topic: str) -> dict[str, str]:
+    """Per-topic settings: durability for all, compaction where the topic is a table."""
+    config = {"min.insync.replicas": str(min(kafka.min_insync, kafka.replication))}
+    if topic in COMPACTED:
+        config |= {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(COMPACTED_RETENTION_MS),
+        }
+    return config
+
+
+async def ensure_topics(kafka: KafkaSettings, topics: tuple[str, ...] = ALL_TOPICS) -> list[str]:
+    """Create any missing topic with the configured partitions and replication; return the
+    names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, kafka.partitions, 1) for t in topics if t not in existing]
+        missing = [
+            NewTopic(
+                t, kafka.partitions, kafka.replication, topic_configs=topic_config(kafka, t)
+            )
+            for t in topics
+            if t not in existing
+        ]
         if missing:
             # Another process may create them between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
+        return [t.name for t in missing]
     finally:
         await admin.close()
 
 
 def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
-    """A producer that batches for a couple of milliseconds and waits for the leader."""
+    """An idempotent producer that batches for a couple of milliseconds and waits for every
+    in-sync replica."""
     return AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap,
         linger_ms=kafka.linger_ms,
-        acks=1,
+        acks="all",
+        enable_idempotence=True,
         max_batch_size=256 * 1024,
+        request_timeout_ms=15_000,
     )
 
 
 def make_consumer(
-    kafka: KafkaSettings, *topics: str, group_id: str | None, from_start: bool = True
+    kafka: KafkaSettings,
+    *topics: str,
+    group_id: str | None,
+    start: Literal["latest", "earliest"] | None = None,
 ) -> AIOKafkaConsumer:
-    """A consumer with manual commits (the caller commits after its effects)."""
+    """A consumer with manual commits (the caller commits after its effects). A group with no
+    committed offset starts where ``start`` says, by default ``kafka.new_group_start``."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=kafka.bootstrap,
         group_id=group_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_start else "latest",
+        auto_offset_reset=start or kafka.new_group_start,
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,

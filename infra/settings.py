@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,15 +32,25 @@ class PolicySettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
+    """The broker and how the services use it. ``replication`` and ``min_insync`` apply to the
+    topics ``ensure_topics`` creates; a three-broker stack sets them to 3 and 2."""
+
     model_config = ConfigDict(frozen=True)
 
     bootstrap: str = "127.0.0.1:9092"
     partitions: int = Field(8, ge=1)
+    replication: int = Field(1, ge=1)
+    min_insync: int = Field(1, ge=1)
     fetch_max_wait_ms: int = Field(10, ge=1)
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 500
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
     max_batch: int = Field(2000, ge=1)
     linger_ms: int = Field(2, ge=0)
+    # Where a consumer group with no committed offset starts. Services start at the end:
+    # replaying history is explicit (the replay tools). Tests whose topics are new use earliest.
+    new_group_start: Literal["latest", "earliest"] = "latest"
+    # How long joining a group may take before the service says so and tries again.
+    join_timeout_s: float = Field(30.0, gt=0)
 
 
 class GatewaySettings(BaseModel):

@@ -18,9 +18,21 @@ DEAD_LETTERS: Final = "gig.dead-letters.v1"
 # Per dispatcher batch: the inputs it took and the clock it used (key: dispatcher instance),
 # so a supervisor's replay reproduces its decisions exactly.
 DISPATCH_JOURNAL: Final = "gig.dispatch-journal.v1"
+# Compacted, keyed by request id: the latest saved state of each request (its version and the
+# state as JSON), written with the events it implies. Redis's request store is rebuilt from it.
+REQUEST_STATE: Final = "gig.request-state.v1"
 
 INBOUND: Final = (HIRE_REQUESTS, WORKER_EVENTS, OFFER_RESPONSES)
-ALL_TOPICS: Final = (*INBOUND, OFFERS, REQUEST_EVENTS, DEAD_LETTERS, DISPATCH_JOURNAL)
+ALL_TOPICS: Final = (
+    *INBOUND,
+    OFFERS,
+    REQUEST_EVENTS,
+    DEAD_LETTERS,
+    DISPATCH_JOURNAL,
+    REQUEST_STATE,
+)
+# Topics whose log keeps the latest record per key rather than every record.
+COMPACTED: Final = (REQUEST_STATE,)
 
 
 def key(value: str) -> bytes:
