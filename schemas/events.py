@@ -254,6 +254,24 @@ class RequestRejected(Message):
 # --- dead-letters topic (key: the original key) --------------------------------------------
 
 
+class RequestStateSaved(BaseModel):
+    """One request's saved state on the compacted request-state topic (key: request id).
+
+    Written in the same outbox as the events the state implies, so the log always holds the
+    state behind every published decision; Redis's request store is rebuilt from it.
+    ``state`` is the store's own JSON encoding (``infra.state_codec``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    v: Literal[1] = 1
+    type: Literal["RequestStateSaved"] = "RequestStateSaved"
+    request_id: Id
+    version: int = Field(ge=1)
+    at_ms: EpochMs
+    state: str = Field(max_length=1_000_000)
+
+
 class DeadLetter(BaseModel):
     """A message a consumer could not take, kept whole with the reason."""
 
@@ -296,3 +314,4 @@ OFFER_RESPONSE: Final[TypeAdapter[OfferAccepted | OfferDeclined]] = TypeAdapter(
 OFFER_EVENT: Final[TypeAdapter[OfferMade | OfferWithdrawn]] = TypeAdapter(OfferEvent)
 REQUEST_EVENT: Final[TypeAdapter[RequestEvent]] = TypeAdapter(RequestEvent)
 DEAD_LETTER: Final[TypeAdapter[DeadLetter]] = TypeAdapter(DeadLetter)
+REQUEST_STATE_SAVED: Final[TypeAdapter[RequestStateSaved]] = TypeAdapter(RequestStateSaved)
