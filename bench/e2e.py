@@ -1,9 +1,10 @@
 """End to end through Kafka: kiosk request produced → dispatcher → offer consumed.
 
-A private Tansu broker is started on a free port; ``consumers.services.run_dispatcher`` runs in
-a process of its own with a fresh key prefix and consumer group; this process produces
-``HireRequested`` messages and reads ``gig.offers.v1``, matching each ``OfferMade.request_id``
-to the moment its request was sent. Latency is to the *first* offer of each request.
+A private Apache Kafka node is started on free loopback ports;
+``consumers.services.run_dispatcher`` runs in a process of its own with a fresh key prefix and
+consumer group; this process produces ``HireRequested`` messages and reads ``gig.offers.v1``,
+matching each ``OfferMade.request_id`` to the moment its request was sent. Latency is to the
+*first* offer of each request.
 
 - **Latency** at a steady offered load (100 and 1,000 requests/s): requests are sent at an even
   pace; p50, p99 and p99.9 over the requests that got an offer.
@@ -37,7 +38,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.population import Province
 from bench.profile import Sampler
 from consumers.runtime import now_ms
-from infra import pg, stack
+from infra import pg
+from infra.broker import private_cluster
 from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
 from producers.load import make_request
@@ -225,15 +227,9 @@ def stop_child(proc: BaseProcess) -> None:
 
 @contextlib.asynccontextmanager
 async def private_broker(log_dir: Path) -> AsyncIterator[str]:
-    """A Tansu broker of this run's own: its bootstrap address."""
-    port = stack.free_port()
-    proc = stack.start_tansu(port, log_dir / "tansu.log")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        stack.stop_process(proc.pid)
-        with contextlib.suppress(Exception):
-            proc.wait(timeout=10)
+    """An Apache Kafka node of this run's own: its bootstrap address."""
+    with private_cluster(log_dir / "kafka") as cluster:
+        yield cluster.bootstrap
 
 
 async def prepare(settings: Settings) -> None:

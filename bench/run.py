@@ -279,7 +279,7 @@ async def end_to_end(
     raw = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / "dispatcher.raw"
     try:
         await index_workers(index, province, workers, batch=2000, progress=False)
-        with tempfile.TemporaryDirectory(prefix="bench-tansu-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
             async with e2e.private_broker(Path(tmp)) as bootstrap:
                 settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
                 await e2e.prepare(settings)

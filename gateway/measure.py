@@ -2,7 +2,7 @@
 
     python -m gateway.measure --workers 200 --offers 3000 --rate 500
 
-It starts a private Tansu broker, uses the configured Redis and PostgreSQL, runs a gateway in
+It starts a private Apache Kafka node, uses the configured Redis and PostgreSQL, runs a gateway in
 this process, connects ``--workers`` worker sockets, publishes offers to them at ``--rate`` per
 second (each stamped with the time it is sent), and reports p50, p99 and max of receipt time
 minus that stamp, plus how many arrived. Client and gateway share the machine's clock.
@@ -26,7 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from consumers.runtime import Outgoing, Publisher, now_ms
 from gateway import auth
 from gateway.serve import serving
-from infra import pg, stack
+from infra import pg
+from infra.broker import private_cluster
 from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
 from schemas import events as ev
@@ -35,14 +36,8 @@ from schemas.topics import OFFERS
 
 @contextlib.contextmanager
 def private_broker() -> Iterator[str]:
-    port = stack.free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = stack.start_tansu(port, Path(tmp) / "tansu.log")
-        try:
-            yield f"127.0.0.1:{port}"
-        finally:
-            stack.stop_process(proc.pid)
-            proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp, private_cluster(Path(tmp)) as cluster:
+        yield cluster.bootstrap
 
 
 def offer(worker: str, n: int) -> ev.OfferMade:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -43,9 +43,7 @@ async def ensure_topics(kafka: KafkaSettings, topics: tuple[str, ...] = ALL_TOPI
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(
-                t, kafka.partitions, kafka.replication, topic_configs=topic_config(kafka, t)
-            )
+            NewTopic(t, kafka.partitions, kafka.replication, topic_configs=topic_config(kafka, t))
             for t in topics
             if t not in existing
         ]
@@ -92,3 +90,23 @@ def make_consumer(
         max_poll_records=kafka.max_batch,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
+
+
+async def start_group_at_end(kafka: KafkaSettings, group: str, topics: tuple[str, ...]) -> None:
+    """Commit the group's offsets at the topics' current ends, so that the group's first
+    members read what is published from now on, however long they take to join."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    consumer = make_consumer(kafka, group_id=group)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(parts)
+        consumer.assign(parts)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()

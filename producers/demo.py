@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from consumers.runtime import Publisher, now_ms, setup_logging, stop_on_signals
 from infra import stack
-from infra.kafka import make_consumer, make_producer
+from infra.kafka import make_consumer, make_producer, start_group_at_end
 from infra.keys import Keys
 from infra.markets import load_markets
 from infra.redis_index import RedisWorkerIndex
@@ -31,7 +31,13 @@ from infra.settings import STACK_DIR, Settings
 from producers.load import post_morning
 from producers.workers import Behaviour, Crowd, check_ins, publish_check_ins
 from schemas import events as ev
-from schemas.topics import OFFERS, REQUEST_EVENTS
+from schemas.topics import (
+    HIRE_REQUESTS,
+    OFFER_RESPONSES,
+    OFFERS,
+    REQUEST_EVENTS,
+    WORKER_EVENTS,
+)
 
 log = logging.getLogger("demo")
 
@@ -116,6 +122,19 @@ def summary(out: Outcomes, crowd: Crowd) -> str:
     line = f"+{'-' * (wa + 2)}+{'-' * (wb + 2)}+"
     title = f"| {'instant hire: the morning':<{wa + wb + 3}} |"
     return "\n".join([line, title, line, *(f"| {a:<{wa}} | {b:<{wb}} |" for a, b in rows), line])
+
+
+async def start_groups_at_end(settings: Settings, tag: str) -> None:
+    """This morning's groups read from now on: new groups start at the end of the log, and
+    the services may join after the first check-ins are published."""
+    kafka = settings.kafka_slice()
+    for group, topics in (
+        (f"demo-dispatcher-{tag}", (HIRE_REQUESTS, OFFER_RESPONSES)),
+        (f"demo-presence-{tag}", (WORKER_EVENTS,)),
+        (f"demo-crowd-{tag}", (OFFERS,)),
+        (f"demo-events-{tag}", (REQUEST_EVENTS,)),
+    ):
+        await start_group_at_end(kafka, group, topics)
 
 
 def start_service(module: str, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
@@ -233,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = p.parse_args(argv)
     setup_logging()
-    had_broker = stack._running_broker() is not None
+    had_broker = stack.is_up()
     bootstrap = stack.up(Settings())
     tag = str(int(time.time()))
     env = {
@@ -244,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "GIG_PRESENCE_GROUP": f"demo-presence-{tag}",
     }
     settings = Settings(kafka_bootstrap=bootstrap, key_prefix=f"demo{tag}")
+    asyncio.run(start_groups_at_end(settings, tag))
     procs = [start_service("consumers.presence", env, "presence")]
     procs += [
         start_service("consumers.dispatcher", env, f"dispatcher-{i}")
@@ -254,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             "\nTry it yourself: `make serve` starts the stack, the services and the gateway;"
             "\nthen open http://127.0.0.1:8000/worker and http://127.0.0.1:8000/kiosk, or post"
-            " from a terminal: .venv/bin/gig-kiosk post --market G4301001 --skill general_labourer"
+            " from a terminal with the station key it prints:"
+            "\n  .venv/bin/gig-kiosk post --market G4301001 --key KEY --skill general_labourer"
         )
     finally:
         for proc in procs:
@@ -265,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         if not (had_broker or args.keep_stack):
-            stack.down()
+            stack.down(Settings())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Shared fixtures. Service fixtures start a private Tansu broker on a free loopback port and
-use the Redis and PostgreSQL that ``make test`` made sure answer, under a key prefix and a
-database of their own."""
+"""Shared fixtures. Service fixtures start an Apache Kafka node of the session's own on free
+loopback ports (its topics made anew for each test) and use the Redis and PostgreSQL that
+``make test`` made sure answer, under a key prefix and a database of their own."""
 
 from __future__ import annotations
 
@@ -10,45 +10,43 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from infra import pg, stack
+from infra import pg
+from infra.broker import KafkaCluster, private_cluster
 from infra.kafka import ensure_topics
 from infra.keys import Keys
-from infra.settings import Settings
+from infra.settings import KafkaSettings, Settings
+from schemas.topics import ALL_TOPICS
 
 TEST_DSN = os.environ.get("GIG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/gig_test")
 TEST_REDIS = os.environ.get("GIG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-@contextlib.contextmanager
-def tansu(log_dir: Path) -> Iterator[str]:
-    """A Tansu broker of our own on a free loopback port: its bootstrap address."""
-    port = stack.free_port()
-    proc = stack.start_tansu(port, log_dir / f"tansu-{port}.log")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        stack.stop_process(proc.pid)
-        proc.wait(timeout=10)
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """An Apache Kafka node of the test session's own, on free loopback ports."""
+    with private_cluster(tmp_path_factory.mktemp("kafka")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker shared by the whole session (for tests that only read what they write)."""
-    with tansu(tmp_path_factory.mktemp("tansu")) as bootstrap:
-        yield bootstrap
+def broker(kafka_cluster: KafkaCluster) -> str:
+    """The session's bootstrap address."""
+    return kafka_cluster.bootstrap
 
 
 @pytest.fixture(scope="session")
 async def base_settings(broker: str) -> Settings:
-    """Settings for the real services, with topics, schema and registry in place."""
+    """Settings for the real services, with topics, schema and registry in place. A test's
+    topics are new, so its consumer groups read them from the start."""
     settings = Settings(
         kafka_bootstrap=broker,
         redis_url=TEST_REDIS,
@@ -56,32 +54,67 @@ async def base_settings(broker: str) -> Settings:
         key_prefix=f"t{uuid.uuid4().hex[:8]}",
         _env_file=None,
     )
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"new_group_start": "earliest"})}
+    )
     await ensure_topics(settings.kafka_slice())
     await pg.prepare(settings.pg_dsn)
     return settings
 
 
 @pytest.fixture
-async def settings(base_settings: Settings, tmp_path: Path) -> AsyncIterator[Settings]:
-    """Per-test settings: a broker of the test's own (Tansu starts in milliseconds), so consumers
-    reading from the start see only this test's messages; a fresh Redis key prefix and groups."""
+async def settings(base_settings: Settings) -> AsyncIterator[Settings]:
+    """Per-test settings: the project's topics deleted and created anew, so consumers reading
+    from the start see only this test's messages; a fresh Redis key prefix and groups."""
     tag = uuid.uuid4().hex[:8]
-    with tansu(tmp_path) as bootstrap:
-        s = base_settings.model_copy(
-            update={
-                "kafka_bootstrap": bootstrap,
-                "key_prefix": f"{base_settings.key_prefix}{tag}",
-                "dispatcher_group": f"dispatcher-{tag}",
-                "presence_group": f"presence-{tag}",
-            }
-        )
-        await ensure_topics(s.kafka_slice())
-        yield s
+    await recreate_topics(base_settings.kafka_slice())
+    s = base_settings.model_copy(
+        update={
+            "key_prefix": f"{base_settings.key_prefix}{tag}",
+            "dispatcher_group": f"dispatcher-{tag}",
+            "presence_group": f"presence-{tag}",
+        }
+    )
+    yield s
     redis = Redis.from_url(s.redis_url, decode_responses=True)
     keys = [k async for k in redis.scan_iter(match=f"{s.key_prefix}:*", count=5000)]
     for i in range(0, len(keys), 1000):
         await redis.delete(*keys[i : i + 1000])
     await redis.aclose()
+
+
+async def recreate_topics(kafka: KafkaSettings, topics: tuple[str, ...] = ALL_TOPICS) -> None:
+    """Delete the topics and create them again, empty, once every partition has a leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        existing = [t for t in topics if t in set(await admin.list_topics())]
+        deadline = time.monotonic() + 30
+        if existing:
+            await admin.delete_topics(existing)
+        while set(existing) & set(await admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise AssertionError("deleted topics still listed after 30 s")
+            await asyncio.sleep(0.05)
+        # Deletion completes in the background: creating a name still being deleted fails.
+        while not await _all_led(admin, topics):
+            if time.monotonic() > deadline:
+                raise AssertionError("recreated topics got no partition leaders in 30 s")
+            with contextlib.suppress(KafkaError):
+                await ensure_topics(kafka, topics)
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+async def _all_led(admin: AIOKafkaAdminClient, topics: tuple[str, ...]) -> bool:
+    if set(topics) - set(await admin.list_topics()):
+        return False
+    described = await admin.describe_topics(list(topics))
+    return all(
+        t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+        for t in described
+    )
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Install the Debian packages the stack needs, only where they are missing:
-# redis-server, redis-tools (redis-benchmark) and postgresql.
+# Install the Debian packages the stack needs, only where they are missing: Redis
+# (redis-server, redis-tools for redis-cli and redis-benchmark), PostgreSQL, kcat, a Java
+# runtime and Maven for Apache Kafka, and any extra packages named as arguments.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 ls /etc/postgresql/*/main >/dev/null 2>&1 || missing+=(postgresql)
 for pkg in "$@"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -14,11 +18,8 @@ echo "installing Debian packages: ${missing[*]}"
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-if [[ " ${missing[*]} " == *" postgresql "* ]]; then
-  # A fresh cluster asks for passwords on TCP; the local stack uses trust on loopback.
-  for hba in /etc/postgresql/*/main/pg_hba.conf; do
-    $SUDO sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
-  done
-  v=$(ls /etc/postgresql | sort -V | tail -n1)
-  $SUDO pg_ctlcluster --skip-systemctl-redirect "$v" main restart || true
+# A Debian package may start its own service; the stack starts what it needs on the ports its
+# settings name, so stop the packaged Redis rather than leave a second one running.
+if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+  $SUDO redis-cli -p 6379 shutdown nosave >/dev/null 2>&1 || true
 fi
