@@ -4,12 +4,18 @@ It reads every topic with one consumer group, turns each record into one row (va
 appends a batch in one transaction with its position, then commits the Kafka offsets. A crash
 between the two means the batch comes again and adds nothing. Every few seconds it logs how
 many records it archived and how far behind the end of the log it is (its lag).
+
+It rides out outages like every consumer (``consumers.runtime``): a lost PostgreSQL connection
+is made again and the batch retried; a record that makes the store fail for good is
+dead-lettered and skipped rather than crashing the archiver on every restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -19,16 +25,34 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from archive.records import ARCHIVED_TOPICS, row_of
+from archive.records import ARCHIVED_TOPICS, Row, as_raw, row_of
 from archive.store import PgEventStore, Position
-from consumers.runtime import consume, now_ms, setup_logging, stop_on_signals
+from consumers.backoff import describe, until_stopped
+from consumers.health import Health
+from consumers.joining import close, join_group, start_producer
+from consumers.runtime import (
+    RETRYABLE,
+    Publisher,
+    Resilience,
+    consume,
+    now_ms,
+    setup_logging,
+    stop_on_signals,
+)
 from infra import pg
-from infra.kafka import ensure_topics, make_consumer
+from infra.kafka import ensure_topics, make_consumer, make_producer
 from infra.settings import Settings, get_settings
 
 log = logging.getLogger("archiver")
 DEFAULT_GROUP = "gig-archiver"
 REPORT_EVERY_S = 5.0
+# PostgreSQL going away (a restart, a dropped connection): the batch is retried on a new one.
+PG_RETRYABLE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
 
 
 @dataclass
@@ -62,14 +86,42 @@ async def positions(
     return out
 
 
-def archive_handler(consumer: AIOKafkaConsumer, store: PgEventStore, group: str, lag: Lag) -> Any:
+class Connection:
+    """The archiver's PostgreSQL connection, made again once it is lost."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn: asyncpg.Connection | None = None
+
+    async def store(self) -> PgEventStore:
+        if self.conn is None or self.conn.is_closed():
+            self.conn = await asyncpg.connect(self.dsn)
+        return PgEventStore(self.conn)
+
+    async def close(self) -> None:
+        if self.conn is not None and not self.conn.is_closed():
+            await self.conn.close()
+
+
+def safe_row(r: ConsumerRecord[Any, Any]) -> Row:
+    """The record's row; a record the parser chokes on (nested too deep, say) is kept raw."""
+    try:
+        return row_of(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+    except Exception as e:
+        row = as_raw(row_of(r.topic, r.partition, r.offset, r.timestamp, r.key, b""), "")
+        return dataclasses.replace(row, raw=r.value or b"", error=f"not readable: {describe(e)}")
+
+
+def archive_handler(
+    consumer: AIOKafkaConsumer, connection: Connection, group: str, lag: Lag
+) -> Any:
     """The batch handler: rows and positions in one transaction, a lag report now and then."""
 
     async def handle(records: list[ConsumerRecord[Any, Any]]) -> None:
         if records:
-            rows = [row_of(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
-                    for r in records]  # fmt: skip
+            rows = [safe_row(r) for r in records]
             where = await positions(consumer, records)
+            store = await connection.store()
             lag.new += await store.append(rows, where, group)
             lag.records += len(records)
             lag.behind = sum(p.lag or 0 for p in where)
@@ -82,32 +134,59 @@ def archive_handler(consumer: AIOKafkaConsumer, store: PgEventStore, group: str,
     return handle
 
 
+@until_stopped
 async def run_archiver(
     settings: Settings | None = None,
     stop: asyncio.Event | None = None,
     *,
     group: str = DEFAULT_GROUP,
     topics: Sequence[str] = ARCHIVED_TOPICS,
+    health: Health | None = None,
 ) -> None:
     """Archive the topics until ``stop``; the schema is migrated first."""
     settings = settings or get_settings()
     stop = stop or stop_on_signals()
     await pg.ensure_database(settings.pg_dsn)
-    conn = await asyncpg.connect(settings.pg_dsn)
-    await pg.migrate(conn)
-    kafka = settings.kafka_slice()
-    await ensure_topics(kafka, tuple(topics))
-    # The archive keeps everything: a new archiver group starts at the beginning of the log.
-    consumer = make_consumer(kafka, *topics, group_id=group, start="earliest")
-    await consumer.start()
-    lag = Lag()
+    connection = Connection(settings.pg_dsn)
     try:
-        log.info("archiver up: %d topics into %s", len(topics), settings.pg_dsn.rsplit("@", 1)[-1])
-        handler = archive_handler(consumer, PgEventStore(conn), group, lag)
-        await consume(consumer, handler, stop, poll_ms=200, max_records=kafka.max_batch)
+        await pg.migrate((await connection.store()).conn)
+        kafka = settings.kafka_slice()
+        await ensure_topics(kafka, tuple(topics))
+        await _archive(settings, stop, group, topics, connection, health)
     finally:
-        await consumer.stop()
-        await conn.close()
+        await connection.close()
+
+
+async def _archive(
+    settings: Settings,
+    stop: asyncio.Event,
+    group: str,
+    topics: Sequence[str],
+    connection: Connection,
+    health: Health | None,
+) -> None:
+    kafka, lag = settings.kafka_slice(), Lag()
+    async with contextlib.AsyncExitStack() as stack:
+        producer = await start_producer(
+            lambda: make_producer(kafka), stop, timeout_s=kafka.join_timeout_s, health=health
+        )
+        stack.push_async_callback(close, producer)
+        # The archive keeps everything: a new archiver group starts at the beginning of the log.
+        consumer = await join_group(
+            lambda: make_consumer(kafka, *topics, group_id=group, start="earliest"),
+            stop,
+            group=group,
+            timeout_s=kafka.join_timeout_s,
+            health=health,
+        )
+        stack.push_async_callback(close, consumer)
+        log.info("archiver up: %d topics into %s", len(topics), settings.pg_dsn.rsplit("@")[-1])
+        handler = archive_handler(consumer, connection, group, lag)
+        dead_letters = Publisher(producer)
+        resilience = Resilience("archiver", dead_letters, health, RETRYABLE + PG_RETRYABLE)
+        await consume(
+            consumer, handler, stop, poll_ms=200, max_records=kafka.max_batch, resilience=resilience
+        )
     log.info("archiver stopped; %s", lag.line())
 
 

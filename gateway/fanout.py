@@ -5,10 +5,14 @@ All gateway processes share one consumer group on ``gig.offers.v1`` and
 the request histories in Redis, then publishes every message on its worker's or request's
 pub/sub channel, so the process holding the socket or stream sends it on. Records it cannot
 decode go to the dead-letter topic.
+
+``run_fanout`` joins the group (bounded and retried, see ``consumers.joining``) and runs the
+shared consumer loop, which rides out Redis and Kafka outages and skips poison records.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +20,15 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from pydantic import TypeAdapter
 
-from consumers.runtime import Outgoing, decode
+from consumers.backoff import until_stopped
+from consumers.health import Health
+from consumers.joining import close, join_group
+from consumers.runtime import Durable, Outgoing, Publisher, Resilience, consume, decode, now_ms
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
 from gateway.store import LiveOffers, RequestHistory
+from infra.kafka import make_consumer
+from infra.settings import Settings
 from schemas import events as ev
 from schemas.topics import OFFERS, REQUEST_EVENTS
 
@@ -81,3 +90,33 @@ class Fanout:
         if batch.happened:
             await self.history.add(batch.happened)
         await self.hub.publish(pushes(batch, self.keys))
+
+
+@until_stopped
+async def run_fanout(
+    settings: Settings,
+    fanout: Fanout,
+    publisher: Publisher,
+    stop: asyncio.Event,
+    health: Health | None = None,
+) -> None:
+    """Join the gateway's group, then carry out every batch until ``stop``."""
+    kafka, group = settings.kafka_slice(), settings.gateway.group
+    consumer = await join_group(
+        lambda: make_consumer(kafka, OFFERS, REQUEST_EVENTS, group_id=group),
+        stop,
+        group=group,
+        timeout_s=kafka.join_timeout_s,
+        health=health,
+    )
+
+    async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
+        batch = sort_batch(records, now_ms())
+        await fanout.handle(batch)
+        return await publisher.send(batch.dead)
+
+    try:
+        resilience = Resilience(CONSUMER, publisher, health)
+        await consume(consumer, handle, stop, poll_ms=100, resilience=resilience)
+    finally:
+        await close(consumer)

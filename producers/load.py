@@ -1,7 +1,8 @@
 """``gig-load``: a morning of instant-hire requests across the province.
 
 Requests come from markets in proportion to their traffic, with the province's skill mix and
-headcounts, at a steady rate; progress is printed as they go out.
+headcounts, at a steady rate; progress is printed as the broker acknowledges them, and what it
+refused is counted with the reasons.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 
+from aiokafka.errors import KafkaError
+
+from consumers.backoff import describe
 from consumers.runtime import Outgoing, Publisher, now_ms, setup_logging, stop_on_signals
 from infra.kafka import make_producer
 from infra.markets import Market, load_markets
@@ -53,9 +58,10 @@ async def post_morning(
     tag: str,
     stop: asyncio.Event | None = None,
 ) -> list[ev.HireRequested]:
-    """Post ``count`` requests at ``rate_per_s``; return them as sent."""
+    """Post ``count`` requests at ``rate_per_s``; return those the broker acknowledged."""
     rng, pick = random.Random(seed), MarketPicker(markets)
-    sent: list[ev.HireRequested] = []
+    acked: list[ev.HireRequested] = []
+    failures: Counter[str] = Counter()
     started = time.monotonic()
     tick = max(1, int(rate_per_s / 20))  # about 20 sends a second, each a small burst
     for n in range(0, count, tick):
@@ -65,12 +71,31 @@ async def post_morning(
             make_request(rng, pick, i, now_ms(), deadline_s, tag)
             for i in range(n, min(count, n + tick))
         ]
-        await publisher.publish([Outgoing(HIRE_REQUESTS, r.request_id, r) for r in burst])
-        sent += burst
-        if len(sent) % max(1, count // 10) < tick:
-            log.info("posted %d / %d requests", len(sent), count)
-        await asyncio.sleep(max(0.0, started + len(sent) / rate_per_s - time.monotonic()))
-    return sent
+        acked += await _post(publisher, burst, failures)
+        done = n + len(burst)
+        if done % max(1, count // 10) < tick:
+            log.info(
+                "%d / %d requests acknowledged, %d failed", len(acked), count, failures.total()
+            )
+        await asyncio.sleep(max(0.0, started + done / rate_per_s - time.monotonic()))
+    for reason, times in failures.most_common():
+        log.warning("%d requests not acknowledged: %s", times, reason)
+    return acked
+
+
+async def _post(
+    publisher: Publisher, burst: list[ev.HireRequested], failures: Counter[str]
+) -> list[ev.HireRequested]:
+    """Send a burst; the requests the broker acknowledged (failures counted by reason)."""
+    try:
+        delivery = await publisher.deliver(
+            [Outgoing(HIRE_REQUESTS, r.request_id, r) for r in burst]
+        )
+    except KafkaError as e:  # the producer would not even take them
+        failures[describe(e)] += len(burst)
+        return []
+    failures.update(reason for _, reason in delivery.failed)
+    return [m.message for m in delivery.acknowledged if isinstance(m.message, ev.HireRequested)]
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -78,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
     producer = make_producer(settings.kafka_slice())
     await producer.start()
     try:
-        await post_morning(
+        acked = await post_morning(
             Publisher(producer),
             load_markets(),
             count=args.requests,
@@ -88,6 +113,7 @@ async def run(args: argparse.Namespace) -> None:
             tag=args.tag,
             stop=stop_on_signals(),
         )
+        log.info("the broker acknowledged %d of %d requests", len(acked), args.requests)
     finally:
         await producer.stop()
 

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 RECORDS = 1200
 
 
-class Killed(RuntimeError):
-    """The archiver dies after storing a batch and before committing its offsets."""
+class Killed(BaseException):
+    """The archiver dies after storing a batch and before committing its offsets (the process
+    is killed: not an error the consumer loop would retry)."""
 
 
 async def test_killed_mid_stream_and_restarted_keeps_one_row_per_record(

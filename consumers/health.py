@@ -1,0 +1,50 @@
+"""A service's health as one small shared value: ``ok``, ``degraded`` or ``joining``, why, and
+since when.
+
+The consumer loop and the group join write it; whoever serves it (``/readyz``) reads it. Only
+a change of state moves ``since_ms``, so a lasting outage keeps the time it began while its
+reason is kept up to date.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+State = Literal["ok", "degraded", "joining"]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Health:
+    """What a service says about itself; starts ``joining``."""
+
+    state: State = "joining"
+    reason: str = "starting"
+    since_ms: int = field(default_factory=_now_ms)
+
+    def set(self, state: State, reason: str = "") -> None:
+        if state != self.state:
+            self.state, self.since_ms = state, _now_ms()
+        self.reason = reason
+
+    def ok(self) -> None:
+        self.set("ok")
+
+    def degraded(self, reason: str) -> None:
+        self.set("degraded", reason)
+
+    def joining(self, reason: str) -> None:
+        self.set("joining", reason)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ok"
+
+    def as_dict(self) -> dict[str, str | int]:
+        """The JSON a readiness endpoint answers with."""
+        return {"state": self.state, "reason": self.reason, "since_ms": self.since_ms}
