@@ -16,12 +16,24 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from redis.asyncio import Redis
 
-from consumers.dispatcher import TIMERS_PER_BATCH, Dispatcher, Place, ticks, translate
+from consumers.backoff import until_stopped
+from consumers.dispatcher import (
+    TIMERS_PER_BATCH,
+    Dispatcher,
+    Place,
+    sweep_forever,
+    ticks,
+    time_bounds,
+    translate,
+)
+from consumers.health import Health
+from consumers.joining import close, join_group, start_producer
 from consumers.journal import Journal
 from consumers.runtime import (
     Durable,
     Outgoing,
     Publisher,
+    Resilience,
     consume,
     dead_letter,
     decode,
@@ -33,6 +45,7 @@ from infra import pg
 from infra.kafka import make_consumer, make_producer
 from infra.keys import Keys
 from infra.ports import Presence
+from infra.rebuild import CacheGuard
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
 from infra.settings import PolicySettings, Settings, get_settings
 from schemas import events as ev
@@ -69,24 +82,53 @@ def keys_for(settings: Settings) -> Keys:
     return Keys(settings.key_prefix, settings.worker_buckets)
 
 
+async def whole_cache(settings: Settings, redis: Redis, markets: Mapping[str, Place]) -> CacheGuard:
+    """The service's cache guard, once Redis holds the whole cache (rebuilt from the log when
+    it came back empty; see infra.rebuild)."""
+    guard = CacheGuard(
+        redis, keys_for(settings), settings.kafka_slice(), lambda rs: presence_batch(rs, markets)[0]
+    )
+    await guard.ensure()
+    return guard
+
+
 @contextlib.asynccontextmanager
 async def kafka_clients(
-    settings: Settings, group: str, *topics: str
+    settings: Settings,
+    group: str,
+    *topics: str,
+    stop: asyncio.Event,
+    health: Health | None = None,
 ) -> AsyncIterator[tuple[Any, Publisher]]:
+    """A producer and a consumer that joined ``group``, each start bounded by
+    ``kafka.join_timeout_s`` and retried; ``Stopped`` if ``stop`` comes first."""
     kafka = settings.kafka_slice()
-    producer = make_producer(kafka)
-    consumer = make_consumer(kafka, *topics, group_id=group)
-    await producer.start()
-    await consumer.start()
+    producer = await start_producer(
+        lambda: make_producer(kafka), stop, timeout_s=kafka.join_timeout_s, health=health
+    )
+    try:
+        consumer = await join_group(
+            lambda: make_consumer(kafka, *topics, group_id=group),
+            stop,
+            group=group,
+            timeout_s=kafka.join_timeout_s,
+            health=health,
+        )
+    except BaseException:
+        await close(producer)
+        raise
     try:
         yield consumer, Publisher(producer)
     finally:
-        await consumer.stop()
-        await producer.stop()
+        await close(consumer)
+        await close(producer)
 
 
+@until_stopped
 async def run_dispatcher(
-    settings: Settings | None = None, stop: asyncio.Event | None = None
+    settings: Settings | None = None,
+    stop: asyncio.Event | None = None,
+    health: Health | None = None,
 ) -> None:
     """One dispatcher instance, until ``stop``."""
     settings = settings or get_settings()
@@ -98,22 +140,43 @@ async def run_dispatcher(
         RedisWorkerIndex(redis, keys), RedisRequestStore(redis, keys), policy_from(settings.policy)
     )
     journal = Journal(dispatcher.policy)  # what each batch took, and its clock, for replay
+    bounds = time_bounds(settings.policy)  # how far ahead a message's times may lie
+    guard = await whole_cache(settings, redis, markets)
     group = settings.dispatcher_group
-    async with kafka_clients(settings, group, HIRE_REQUESTS, OFFER_RESPONSES) as (consumer, pub):
+    clients = kafka_clients(
+        settings, group, HIRE_REQUESTS, OFFER_RESPONSES, stop=stop, health=health
+    )
+    async with clients as (consumer, pub):
 
         async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
             now = now_ms()
-            inputs, refused = translate(records, markets, now)
+            inputs, refused = translate(records, markets, now, bounds)
             due = await dispatcher.store.pop_due(now, TIMERS_PER_BATCH)
             batch = inputs + ticks(due)
-            out = await dispatcher.handle(batch, now)
-            # Handed to the producer; the batch is committed once the broker has them all.
-            return await pub.send(refused + out + journal.entry(batch, now))
+            done = await dispatcher.decide(batch, now)
+            # Handed to the producer; the batch is committed once the broker has them all,
+            # and its outboxes are cleared then (in the background: a pending outbox is only
+            # published again, so the commit need not wait for that).
+            acks = await pub.send(refused + done.wire + journal.entry(batch, now))
+            dispatcher.after_publish(acks, done)
+            return acks
 
         log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
+        sweeping = asyncio.create_task(sweep_forever(dispatcher, pub.send, stop))
         try:
-            await consume(consumer, handle, stop, poll_ms=50, max_records=settings.kafka.max_batch)
+            await consume(
+                consumer,
+                guard.guarded(handle),
+                stop,
+                poll_ms=50,
+                max_records=settings.kafka.max_batch,
+                resilience=Resilience("dispatcher", pub, health),
+            )
         finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
+            await dispatcher.drain()
             await redis.aclose()
     log.info("dispatcher stopped")
 
@@ -142,14 +205,22 @@ def presence_batch(
     return changes, dead
 
 
-async def run_presence(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+@until_stopped
+async def run_presence(
+    settings: Settings | None = None,
+    stop: asyncio.Event | None = None,
+    health: Health | None = None,
+) -> None:
     """The presence consumer: worker events into the geo-sharded index, until ``stop``."""
     settings = settings or get_settings()
     stop = stop or stop_on_signals()
     markets = await pg.market_places(settings.pg_dsn)
     redis = redis_client(settings)
     index = RedisWorkerIndex(redis, keys_for(settings))
-    async with kafka_clients(settings, settings.presence_group, WORKER_EVENTS) as (consumer, pub):
+    guard = await whole_cache(settings, redis, markets)
+    group = settings.presence_group
+    clients = kafka_clients(settings, group, WORKER_EVENTS, stop=stop, health=health)
+    async with clients as (consumer, pub):
 
         async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
             changes, dead = presence_batch(records, markets)
@@ -159,7 +230,14 @@ async def run_presence(settings: Settings | None = None, stop: asyncio.Event | N
 
         log.info("presence consumer up")
         try:
-            await consume(consumer, handle, stop, poll_ms=200, max_records=settings.kafka.max_batch)
+            await consume(
+                consumer,
+                guard.guarded(handle),
+                stop,
+                poll_ms=200,
+                max_records=settings.kafka.max_batch,
+                resilience=Resilience("presence", pub, health),
+            )
         finally:
             await redis.aclose()
     log.info("presence consumer stopped")

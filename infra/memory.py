@@ -2,18 +2,21 @@
 
 They keep the same contract as the real ones (``tests/contract`` holds them to it), including
 the parts that matter for correctness: a hold is taken by one caller only, a save with a stale
-version fails, a due timer is handed out once.
+version fails (and writes neither state nor outbox), an outbox is cleared only at its version,
+a due timer is handed out once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dispatch.geo import haversine_km
 from dispatch.model import Candidate, RequestState, SearchSpec
 from infra.keys import ASSIGNED_PREFIX
-from infra.ports import Presence, WorkerRecord
+from infra.ports import Envelope, Neglected, Presence, Saved, Stored, WorkerRecord, Write
 from infra.redis_index import TIMER_LEASE_MS
+from infra.state_codec import snapshot
 
 
 class MemoryWorkerIndex:
@@ -99,26 +102,47 @@ class MemoryWorkerIndex:
         return len(self.indexed)
 
 
+@dataclass
+class _Entry:
+    version: int
+    state: RequestState
+    encoded: str
+    outbox_at: int | None = None  # when its pending outbox was last written; None: none
+    events: tuple[Envelope, ...] = ()
+
+
 class MemoryRequestStore:
-    """Dict-backed request store with versions and timers."""
+    """Dict-backed request store with versions, outboxes and timers."""
 
     def __init__(self) -> None:
-        self.states: dict[str, tuple[int, RequestState]] = {}
+        self.entries: dict[str, _Entry] = {}
         self.timers: dict[str, int] = {}
 
-    async def load(self, request_ids: Sequence[str]) -> dict[str, tuple[int, RequestState]]:
-        return {rid: self.states[rid] for rid in request_ids if rid in self.states}
+    @property
+    def states(self) -> dict[str, tuple[int, RequestState]]:
+        """Every request's (version, state), for tests and reports."""
+        return {rid: (e.version, e.state) for rid, e in self.entries.items()}
 
-    async def save(self, items: Sequence[tuple[RequestState, int]]) -> list[bool]:
-        done = []
-        for state, version in items:
-            rid = state.job.request_id
-            current = self.states.get(rid, (0, state))[0]
-            ok = current == version
-            if ok:
-                self.states[rid] = (version + 1, state)
-            done.append(ok)
-        return done
+    async def load(self, request_ids: Sequence[str]) -> dict[str, Stored]:
+        return {rid: _stored(rid, self.entries[rid]) for rid in request_ids if rid in self.entries}
+
+    async def save(self, writes: Sequence[Write]) -> list[Saved]:
+        return [self._save(w) for w in writes]
+
+    def _save(self, w: Write) -> bool:
+        rid = w.state.job.request_id
+        old = self.entries.get(rid)
+        if (old.version if old else 0) != w.version:
+            return False
+        kept = old.events if old and old.outbox_at is not None else ()
+        self.entries[rid] = _Entry(w.version + 1, w.state, w.encoded, w.at_ms, kept + w.events)
+        return True
+
+    async def clear(self, published: Sequence[tuple[str, int]]) -> None:
+        for rid, version in published:
+            entry = self.entries.get(rid)
+            if entry is not None and entry.version == version:
+                entry.outbox_at, entry.events = None, ()
 
     async def schedule(self, due: Sequence[tuple[str, int | None]]) -> None:
         for rid, at_ms in due:
@@ -127,8 +151,26 @@ class MemoryRequestStore:
             else:
                 self.timers[rid] = at_ms
 
+    async def wake(self, due: Sequence[tuple[str, int]]) -> None:
+        await self.schedule([(rid, at) for rid, at in due if rid not in self.timers])
+
     async def pop_due(self, now_ms: int, limit: int) -> list[str]:
         due = sorted((t, rid) for rid, t in self.timers.items() if t <= now_ms)[:limit]
         for _, rid in due:
             self.timers[rid] = now_ms + TIMER_LEASE_MS  # leased, as in Redis
         return [rid for _, rid in due]
+
+    async def neglected(self, now_ms: int, stale_ms: int) -> list[Neglected]:
+        out = []
+        for rid, e in self.entries.items():
+            stale = e.outbox_at is not None and e.outbox_at < now_ms - stale_ms
+            untimed = not e.state.terminal and rid not in self.timers
+            if stale or untimed:
+                out.append(Neglected(rid, _stored(rid, e), stale, untimed))
+        return out
+
+
+def _stored(rid: str, e: _Entry) -> Stored:
+    if e.outbox_at is None:
+        return Stored(e.version, e.state)
+    return Stored(e.version, e.state, (*e.events, snapshot(rid, e.version, e.outbox_at, e.encoded)))

@@ -11,17 +11,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from dispatch.geo import cell_of, cells_within
-from dispatch.model import Candidate, RequestState, SearchSpec
+from dispatch.model import TERMINAL, Candidate, RequestState, SearchSpec
 from infra.keys import (
     ASSIGNED_PREFIX,
     ASSIGNMENT_TTL_MS,
+    REQUEST_STATE_TTL_MAX_MS,
     REQUEST_STATE_TTL_MS,
     Keys,
 )
-from infra.ports import Presence, WorkerRecord
-from infra.state_codec import dump_state, load_state
+from infra.ports import Neglected, Presence, Saved, Stored, WorkerRecord, Write
+from infra.state_codec import load_state, pack_events, snapshot, unpack_outbox
 
 # Hold and record share a slot (see infra.keys): taking the hold and reading the record the
 # worker must leave the index by is one command. Returns the record ('' if none), or nil when
@@ -46,12 +49,36 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Compare-and-set of a request's state, and its outbox in the same hash (one slot, one
+# atomic step): a decision and its messages are saved together or not at all. An outbox still
+# pending (a save whose messages are not yet known published) is kept ahead of the new one.
+# ARGV: expected version, state, TTL (ms), written at (ms), the new messages (packed).
 _SAVE = """
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
+local cur = redis.call('HMGET', KEYS[1], 'v', 'o')
+if tonumber(cur[1] or '0') ~= tonumber(ARGV[1]) then return 0 end
+local o = ARGV[4]
+if cur[2] then
+  local i = string.find(cur[2], '\\30', 1, true)
+  if i then o = o .. string.sub(cur[2], i) end
+end
+redis.call('HSET', KEYS[1], 'v', tonumber(ARGV[1]) + 1, 's', ARGV[2], 'o', o .. ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+"""
+# The outbox is published: drop it, unless a later save has written (and so owns) it since.
+_CLEAR = """
+if tonumber(redis.call('HGET', KEYS[1], 'v')) == tonumber(ARGV[1]) then
+  return redis.call('HDEL', KEYS[1], 'o')
+end
+return 0
+"""
+# For the sweep: a request's status and when its pending outbox was written ('' if none),
+# read on the server so the state itself does not cross the wire.
+_AUDIT = """
+local r = redis.call('HMGET', KEYS[1], 's', 'o')
+if not r[1] then return false end
+local at = r[2] and string.match(r[2], '^%d+') or ''
+return {string.match(r[1], '"status":"(%a+)"') or '', at}
 """
 # A popped timer is leased, not deleted: it comes due again after the lease unless the
 # dispatcher that took it reschedules it, so a dispatcher that dies mid-batch loses nothing.
@@ -67,11 +94,30 @@ ROUND_TRIP_TIMEOUT_S = 5.0
 SEARCH_CHUNK = 64  # requests per search pipeline; a batch's chunks are in flight together
 
 
-async def _run(pipe: Any) -> list[Any]:
-    """Execute a pipeline within one deadline for the whole round trip."""
-    async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
-        result: list[Any] = await pipe.execute()
-        return result
+# Replies that say Redis cannot serve now, not that a command is wrong: the batch is retried
+# whole, never blamed on one request.
+_BUSY_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY")
+
+
+class StoreUnavailable(RedisConnectionError):
+    """Redis answered that it cannot serve now (out of memory, read-only, loading...)."""
+
+
+def _transient(error: Exception) -> bool:
+    return isinstance(error, ResponseError) and str(error).startswith(_BUSY_REPLIES)
+
+
+async def _run(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
+    """Execute a pipeline within one deadline for the whole round trip. Without
+    ``raise_on_error`` a command's error is its reply, and the other commands' replies stand."""
+    try:
+        async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
+            result: list[Any] = await pipe.execute(raise_on_error=raise_on_error)
+            return result
+    except ResponseError as e:
+        if _transient(e):
+            raise StoreUnavailable(str(e)) from e
+        raise
 
 
 def pack_record(rec: WorkerRecord) -> str:
@@ -273,36 +319,46 @@ def _merge(
 
 
 class RedisRequestStore:
-    """Request states as versioned hashes, timers in one sorted set."""
+    """Request states as versioned hashes with their outboxes, timers in one sorted set."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._save = redis.register_script(_SAVE)
+        self._clear = redis.register_script(_CLEAR)
+        self._audit = redis.register_script(_AUDIT)
         self._pop_due = redis.register_script(_POP_DUE)
 
-    async def load(self, request_ids: Sequence[str]) -> dict[str, tuple[int, RequestState]]:
+    async def load(self, request_ids: Sequence[str]) -> dict[str, Stored]:
         pipe = self.redis.pipeline(transaction=False)
         for rid in request_ids:
-            pipe.hmget(self.keys.request(rid), "v", "s")
+            pipe.hmget(self.keys.request(rid), "v", "s", "o")
         raw = await _run(pipe)
         return {
-            rid: (int(v), load_state(s))
-            for rid, (v, s) in zip(request_ids, raw, strict=True)
+            rid: _stored(rid, v, s, o)
+            for rid, (v, s, o) in zip(request_ids, raw, strict=True)
             if v is not None
         }
 
-    async def save(self, items: Sequence[tuple[RequestState, int]]) -> list[bool]:
-        if not items:
+    async def save(self, writes: Sequence[Write]) -> list[Saved]:
+        if not writes:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for state, version in items:
-            key = self.keys.request(state.job.request_id)
-            ttl = (
-                max(1, state.job.deadline_at_ms - state.job.requested_at_ms) + REQUEST_STATE_TTL_MS
-            )
-            await self._save(keys=[key], args=[version, dump_state(state), ttl], client=pipe)
-        return [bool(r) for r in await _run(pipe)]
+        for w in writes:
+            key = self.keys.request(w.state.job.request_id)
+            ttl = state_ttl_ms(w.state)
+            args: list[str | int] = [w.version, w.encoded, ttl, w.at_ms, pack_events(w.events)]
+            await self._save(keys=[key], args=args, client=pipe)
+        # Each write stands alone: a value Redis refuses fails that write only.
+        return [_saved(r) for r in await _run(pipe, raise_on_error=False)]
+
+    async def clear(self, published: Sequence[tuple[str, int]]) -> None:
+        if not published:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for rid, version in published:
+            await self._clear(keys=[self.keys.request(rid)], args=[version], client=pipe)
+        await _run(pipe)
 
     async def schedule(self, due: Sequence[tuple[str, int | None]]) -> None:
         if not due:
@@ -324,8 +380,83 @@ class RedisRequestStore:
             pipe.zadd(self.keys.timers(), adds)
         await _run(pipe)
 
+    async def wake(self, due: Sequence[tuple[str, int]]) -> None:
+        if due:
+            await self.redis.zadd(self.keys.timers(), dict(due), nx=True)
+
     async def pop_due(self, now_ms: int, limit: int) -> list[str]:
         args = [now_ms, limit, now_ms + TIMER_LEASE_MS]
         async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
             ids: list[str] = await self._pop_due(keys=[self.keys.timers()], args=args)
         return ids
+
+    async def neglected(self, now_ms: int, stale_ms: int) -> list[Neglected]:
+        # A SCAN over every request hash: fine for a sweep every SWEEP_INTERVAL_S over a day's
+        # requests, never for the hot path. Each hash is read by a script that returns only
+        # its status and its outbox's age; the few in need are then loaded whole.
+        out: list[Neglected] = []
+        pattern = self.keys.request_pattern()
+        batch: list[str] = []
+        async for key in self.redis.scan_iter(match=pattern, count=SWEEP_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= SWEEP_SCAN_COUNT:
+                out += await self._neglected(batch, now_ms - stale_ms)
+                batch = []
+        return out + await self._neglected(batch, now_ms - stale_ms)
+
+    async def _neglected(self, keys: list[str], stale_before: int) -> list[Neglected]:
+        audits = await self._audits(keys)
+        running = [rid for rid, (over, _) in audits.items() if not over]
+        scores = await self.redis.zmscore(self.keys.timers(), running) if running else []
+        untimed = {rid for rid, score in zip(running, scores, strict=True) if score is None}
+        wanted = {
+            rid: (at is not None and at < stale_before, rid in untimed)
+            for rid, (_, at) in audits.items()
+        }
+        wanted = {rid: why for rid, why in wanted.items() if any(why)}
+        stored = await self.load(list(wanted))
+        return [Neglected(rid, stored[rid], *wanted[rid]) for rid in wanted if rid in stored]
+
+    async def _audits(self, keys: list[str]) -> dict[str, tuple[bool, int | None]]:
+        """For each request hash still there: whether the request is over, and when its
+        pending outbox was written (None: none pending)."""
+        if not keys:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            await self._audit(keys=[key], client=pipe)
+        return {
+            self.keys.request_id(key): (found[0] in _OVER, int(found[1]) if found[1] else None)
+            for key, found in zip(keys, await _run(pipe), strict=True)
+            if found
+        }
+
+
+_OVER = frozenset(s.value for s in TERMINAL)
+SWEEP_SCAN_COUNT = 500  # request hashes per SCAN step and per pipeline of the sweep
+
+
+def state_ttl_ms(state: RequestState) -> int:
+    """How long a request's hash lives: a day past its deadline, within Redis's bounds (a
+    deadline however far ahead, even one Redis could not express as an expiry, is capped)."""
+    job = state.job
+    return min(
+        max(1, job.deadline_at_ms - job.requested_at_ms) + REQUEST_STATE_TTL_MS,
+        REQUEST_STATE_TTL_MAX_MS,
+    )
+
+
+def _stored(rid: str, v: str, s: str, o: str | None) -> Stored:
+    version = int(v)
+    if o is None:
+        return Stored(version, load_state(s))
+    at, events = unpack_outbox(o)
+    return Stored(version, load_state(s), (*events, snapshot(rid, version, at, s)))
+
+
+def _saved(reply: Any) -> Saved:
+    if isinstance(reply, Exception):
+        if _transient(reply):
+            raise StoreUnavailable(str(reply)) from reply
+        return f"the request store refused it: {reply}"
+    return bool(reply)

@@ -10,8 +10,10 @@ from redis.asyncio import Redis
 from dispatch.model import Job, RequestState, RequestStatus, SearchSpec
 from infra.keys import ASSIGNED_PREFIX, Keys
 from infra.memory import MemoryRequestStore, MemoryWorkerIndex
-from infra.ports import Presence, RequestStore, WorkerIndex
+from infra.ports import Envelope, Presence, RequestStore, Stored, WorkerIndex, Write
 from infra.redis_index import TIMER_LEASE_MS, RedisRequestStore, RedisWorkerIndex
+from infra.state_codec import dump_state, snapshot
+from schemas.topics import OFFERS
 from tests.conftest import TEST_REDIS
 
 pytestmark = pytest.mark.contract
@@ -146,13 +148,87 @@ def state(rid: str = "R1", status: RequestStatus = RequestStatus.OPEN) -> Reques
     return RequestState(job=job, status=status)
 
 
+def write(
+    st: RequestState, version: int, at_ms: int = 5000, events: tuple[Envelope, ...] = ()
+) -> Write:
+    return Write(st, version, at_ms, dump_state(st), events)
+
+
+def event(n: int, key: str = "W1") -> Envelope:
+    return Envelope(OFFERS, key, f'{{"event_id":"e{n}","text":"a\\u001e\\"quoted\\""}}')
+
+
+def snap(version: int, st: RequestState, at_ms: int = 5000) -> Envelope:
+    return snapshot(st.job.request_id, version, at_ms, dump_state(st))
+
+
 async def test_save_is_compare_and_set(store: RequestStore) -> None:
-    assert await store.save([(state(), 0)]) == [True]
-    assert await store.save([(state(), 0)]) == [False]  # a second create loses
-    assert await store.load(["R1", "nope"]) == {"R1": (1, state())}
+    assert await store.save([write(state(), 0)]) == [True]
+    assert await store.save([write(state(), 0)]) == [False]  # a second create loses
+    loaded = await store.load(["R1", "nope"])
+    assert list(loaded) == ["R1"] and loaded["R1"][:2] == (1, state())
     filled = state(status=RequestStatus.FILLED)
-    assert await store.save([(filled, 1), (filled, 1)]) == [True, False]
-    assert await store.load(["R1"]) == {"R1": (2, filled)}
+    assert await store.save([write(filled, 1), write(filled, 1)]) == [True, False]
+    assert (await store.load(["R1"]))["R1"][:2] == (2, filled)
+
+
+async def test_state_and_outbox_are_saved_together(store: RequestStore) -> None:
+    assert await store.save([write(state(), 0, 5000, (event(1), event(2, "W2")))]) == [True]
+    assert await store.load(["R1"]) == {
+        "R1": Stored(1, state(), (event(1), event(2, "W2"), snap(1, state())))
+    }
+    # A save that loses writes neither its state nor its outbox.
+    filled = state(status=RequestStatus.FILLED)
+    assert await store.save([write(filled, 0, 6000, (event(3),))]) == [False]
+    assert (await store.load(["R1"]))["R1"].outbox == (event(1), event(2, "W2"), snap(1, state()))
+
+
+async def test_a_pending_outbox_is_kept_ahead_of_the_next_one(store: RequestStore) -> None:
+    offering = state(status=RequestStatus.OFFERING)
+    await store.save([write(state(), 0, 5000, (event(1),))])
+    assert await store.save([write(offering, 1, 7000, (event(2),))]) == [True]
+    loaded = (await store.load(["R1"]))["R1"]
+    assert loaded == Stored(2, offering, (event(1), event(2), snap(2, offering, 7000)))
+    await store.clear([("R1", 2)])
+    assert await store.save([write(offering, 2, 8000)]) == [True]  # no messages: the snapshot
+    assert (await store.load(["R1"]))["R1"].outbox == (snap(3, offering, 8000),)
+
+
+async def test_an_outbox_is_cleared_only_at_its_version(store: RequestStore) -> None:
+    await store.save([write(state(), 0, 5000, (event(1),))])
+    await store.clear([("R1", 7), ("nope", 1)])  # another version, an unknown request
+    assert (await store.load(["R1"]))["R1"].outbox == (event(1), snap(1, state()))
+    await store.clear([("R1", 1)])
+    assert await store.load(["R1"]) == {"R1": Stored(1, state())}
+    # Published by one writer while another saved on top: the later outbox stays.
+    await store.save([write(state(), 1, 6000, (event(2),))])
+    await store.clear([("R1", 1)])
+    assert (await store.load(["R1"]))["R1"].outbox == (event(2), snap(2, state(), 6000))
+
+
+async def test_wake_sets_only_missing_timers(store: RequestStore) -> None:
+    await store.schedule([("R1", 500)])
+    await store.wake([("R1", 100), ("R2", 200)])
+    assert await store.pop_due(400, 10) == ["R2"]
+    assert await store.pop_due(600, 10) == ["R1"]
+
+
+async def test_neglected_finds_stale_outboxes_and_untimed_requests(store: RequestStore) -> None:
+    offering = state("R2", RequestStatus.OFFERING)
+    done = state("R3", RequestStatus.FILLED)
+    await store.save([write(state(), 0, 1000, (event(1),)), write(offering, 0, 1000)])
+    await store.save([write(done, 0, 1000), write(state("R4"), 0, 9000)])
+    await store.clear([("R2", 1), ("R3", 1)])
+    await store.schedule([("R1", 50_000), ("R4", 50_000)])
+    found = {n.request_id: n for n in await store.neglected(10_000, 5000)}
+    # R1: outbox written at 1000, older than 5 s; R2: running with no timer; R3: over;
+    # R4: its outbox is young and it has a timer.
+    assert {rid: (n.stale_outbox, n.untimed) for rid, n in found.items()} == {
+        "R1": (True, False),
+        "R2": (False, True),
+    }
+    assert found["R1"].stored.outbox == (event(1), snap(1, state(), 1000))
+    assert found["R2"].stored == Stored(1, offering)
 
 
 async def test_timers_come_due_once_then_after_a_lease(store: RequestStore) -> None:

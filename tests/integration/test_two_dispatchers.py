@@ -53,7 +53,7 @@ async def test_two_dispatchers_never_double_book(settings: Settings, redis: Redi
     everyone = [w for ws in assigned.values() for w in ws]
     assert len(everyone) == len(set(everyone)), "a worker was assigned twice"
     states = await RedisRequestStore(redis, Keys(s.key_prefix)).load(list(REQUESTS))
-    assert {rid: st.assigned for rid, (_, st) in states.items()} == {
+    assert {rid: stored.state.assigned for rid, stored in states.items()} == {
         rid: len(assigned.get(rid, ())) for rid in REQUESTS
     }
 
