@@ -12,8 +12,15 @@ on one Redis or on a Redis Cluster:
   ``A|request`` while assigned. ``SET NX`` on it is the one atomic step that prevents double
   booking. It shares the slot of the worker's record, so one script can take the hold and
   read the record in a single command.
-- ``{p}:req:{request}``      hash: ``v`` (version) and ``s`` (request state as JSON).
+- ``{p}:req:{request}``      hash: ``v`` (version), ``s`` (request state as JSON) and, while
+  a decision's messages are not yet known published, ``o`` (its outbox, see
+  ``infra.state_codec``). State and outbox share the key, so saving both is one atomic step.
 - ``{p}:timers``             sorted set: request id scored by when the core wants a tick.
+- ``{p}:{epoch}``            when the cache was last rebuilt from the log (and the worker-events
+  offsets the index holds). Redis is only a cache of Kafka: a Redis that restarted without its
+  data, or a new one, has no epoch, and the services rebuild it before they take more records.
+  ``{p}:{epoch}:{part}`` is the lock of the process rebuilding a part (then its done marker);
+  it shares the epoch's slot, so finishing a part and setting the epoch is one script.
 """
 
 from __future__ import annotations
@@ -29,7 +36,20 @@ HOLD_GRACE_MS: Final = 30_000
 ASSIGNMENT_TTL_MS: Final = 12 * 3600 * 1000
 # Request state is kept a day past its deadline for late answers, kiosks and supervisors.
 REQUEST_STATE_TTL_MS: Final = 24 * 3600 * 1000
+# ...but never longer than a month: a deadline however far ahead (even one Redis could not
+# express as an expiry) must not make the save fail.
+REQUEST_STATE_TTL_MAX_MS: Final = 31 * 24 * 3600 * 1000
 ASSIGNED_PREFIX: Final = "A|"
+# The sweep repairs what a dispatcher that died mid-batch left behind (an outbox it saved but
+# did not publish, a request it left without a timer). Redelivery and leased timers heal most
+# of it within seconds; the sweep is the backstop, so a slow pace keeps its full scan cheap.
+SWEEP_INTERVAL_S: Final = 30.0
+# An outbox pending longer than this is not a batch waiting for its acknowledgements (those
+# take milliseconds) but one whose dispatcher died or lost the broker: the sweep publishes it.
+OUTBOX_STALE_MS: Final = 10_000
+# A rebuild's lock lapses this long after its holder stops refreshing it (a rebuilder that
+# died), so another process takes the part over.
+REBUILD_LOCK_MS: Final = 15_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,5 +77,16 @@ class Keys:
     def request(self, request_id: str) -> str:
         return f"{self.prefix}:req:{{{request_id}}}"
 
+    def request_pattern(self) -> str:
+        return f"{self.prefix}:req:*"
+
+    def request_id(self, key: str) -> str:
+        """The request id of a ``request`` key."""
+        return key[len(self.prefix) + 6 : -1]
+
     def timers(self) -> str:
         return f"{self.prefix}:{{timers}}"
+
+    def epoch(self, part: str = "") -> str:
+        """The epoch key, or with ``part`` the lock and done marker of that part's rebuild."""
+        return f"{self.prefix}:{{epoch}}" + (f":{part}" if part else "")
