@@ -86,6 +86,12 @@ def validation_error(topic: str, raw: bytes) -> str | None:
     return None
 
 
+def _no_constant(name: str) -> Any:
+    # PostgreSQL's jsonb refuses NaN and Infinity: such a record is kept raw at once, rather
+    # than failing its whole batch's COPY (which then goes row by row).
+    raise ValueError(f"{name} is not JSON")
+
+
 def row_of(
     topic: str, part: int, offset: int, ts_ms: int, key: bytes | None, value: bytes | None
 ) -> Row:
@@ -95,7 +101,7 @@ def row_of(
     common = (topic, part, offset, ts_ms, k)
     try:
         text = raw.decode()
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as e:
         return Row(*common, None, None, None, None, None, None, None, None, None, raw,
                    f"not JSON: {e}")  # fmt: skip

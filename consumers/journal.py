@@ -53,6 +53,7 @@ class AnswerTaken(_Frozen):
 class CancelTaken(_Frozen):
     k: Literal["cancel"] = "cancel"
     request_id: str
+    market_id: str | None = None  # the market it came from: the core refuses another's
 
 
 class TickTaken(_Frozen):
@@ -96,8 +97,8 @@ def taken(item: Input) -> JobTaken | AnswerTaken | CancelTaken | TickTaken:
             return JobTaken(**{f: getattr(job, f) for f in Job.__dataclass_fields__})
         case Answer(rid, oid, wid, accepted):
             return AnswerTaken(request_id=rid, offer_id=oid, worker_id=wid, accepted=accepted)
-        case Cancel(rid):
-            return CancelTaken(request_id=rid)
+        case Cancel(rid, market):
+            return CancelTaken(request_id=rid, market_id=market)
         case Tick(rid):
             return TickTaken(request_id=rid)
     raise TypeError(f"not a core input: {item!r}")
@@ -111,7 +112,7 @@ def to_input(t: JobTaken | AnswerTaken | CancelTaken | TickTaken) -> Input:
         case AnswerTaken():
             return Answer(t.request_id, t.offer_id, t.worker_id, t.accepted)
         case CancelTaken():
-            return Cancel(t.request_id)
+            return Cancel(t.request_id, t.market_id)
     return Tick(t.request_id)
 
 

@@ -271,14 +271,36 @@ def _moved(offer: Offer, trigger: str) -> Offer:
     return replace(offer, status=lifecycle.next_offer_status(offer.status, trigger))
 
 
+# What a repeated request must share with the first to be the same request. Times may differ:
+# a kiosk retrying a post stamps it anew.
+SAME_JOB = ("market_id", "skill", "headcount", "wage_yuan_per_day", "lon", "lat")
+REFUSED_FOREIGN_CANCEL = "refused: cancel from another market"
+REFUSED_CONFLICTING_REPEAT = "refused: request id already used for a different request"
+
+
+def refuse(state: RequestState, reason: str) -> Decision:
+    """The input is not taken: the state stays as it is and the shell dead-letters the input."""
+    return Decision(state=state, changed=False, refused=reason)
+
+
+def on_repeat(state: RequestState, job: Job) -> Decision | None:
+    """A request id seen before: a redelivery is ignored, a different request refused."""
+    if all(getattr(job, f) == getattr(state.job, f) for f in SAME_JOB):
+        return None
+    return refuse(state, REFUSED_CONFLICTING_REPEAT)
+
+
 def step(state: RequestState | None, item: Input, now_ms: int, policy: Policy) -> Decision | None:
     """One input against the request's state; None when the input does not apply.
 
     A repeated request (redelivery) and answers to unknown requests or from the wrong worker
-    are ignored, so every input may safely arrive twice.
+    are ignored, so every input may safely arrive twice. A different request under a known id
+    and a cancel from another market are refused (``Decision.refused``).
     """
     if isinstance(item, NewJob):
-        return open_request(item.job, now_ms, policy) if state is None else None
+        if state is None:
+            return open_request(item.job, now_ms, policy)
+        return on_repeat(state, item.job)
     if state is None:
         return None
     if isinstance(item, Answer):
@@ -287,5 +309,7 @@ def step(state: RequestState | None, item: Input, now_ms: int, policy: Policy) -
             return None
         return on_answer(state, item.offer_id, item.accepted, now_ms, policy)
     if isinstance(item, Cancel):
+        if item.market_id is not None and item.market_id != state.job.market_id:
+            return refuse(state, REFUSED_FOREIGN_CANCEL)
         return on_cancel(state)
     return on_tick(state, now_ms, policy)

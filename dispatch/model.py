@@ -196,6 +196,8 @@ class Decision:
     ``made`` offers are pushed and their workers stay held; ``withdrawn`` offers are announced
     to their workers; ``released`` workers get their hold dropped and return to the index;
     ``assigned`` workers keep their hold as an assignment; ``search`` asks for candidates.
+    ``refused`` says why the input was not taken (the shell dead-letters it); the state is
+    then unchanged.
     """
 
     state: RequestState
@@ -206,6 +208,7 @@ class Decision:
     happened: tuple[Happened, ...] = ()
     search: SearchSpec | None = None
     changed: bool = field(default=True)
+    refused: str | None = None
 
 
 # --- what the core is asked to take ----------------------------------------------------------
@@ -226,7 +229,11 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
+    """The kiosk withdraws a request. ``market_id`` is the market the cancel came from: the
+    core refuses it when that is not the request's market (None: from a trusted source)."""
+
     request_id: str
+    market_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

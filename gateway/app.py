@@ -3,6 +3,8 @@
 ``create_app(settings)`` builds the FastAPI app; its lifespan makes every client (Redis, the
 Kafka producer and the fan-out consumer, the pub/sub hub), hands them to ``Gateway`` and closes
 them on the way out. Handlers are thin: authenticate, call one ``Gateway`` method, answer.
+Every route lists in OpenAPI each status it can answer. The fan-out consumer runs under a
+``Supervisor``: if it dies, it is logged and restarted from the last committed offsets.
 """
 
 from __future__ import annotations
@@ -14,22 +16,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
+from fastapi import Path as PathParam
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from consumers.runtime import Publisher, consume, now_ms
+from consumers.health import Health
+from consumers.runtime import Publisher, now_ms
 from consumers.services import keys_for, redis_client
 from gateway import auth
 from gateway.asyncapi import document
 from gateway.auth import AuthError, Principal
-from gateway.fanout import Fanout, sort_batch
+from gateway.fanout import Fanout, run_fanout
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
 from gateway.service import Conflict, Gateway, Invalid, NotFound
 from gateway.sockets import progress, worker_session
-from gateway.store import LiveOffers, PostedRequests, RequestHistory
+from gateway.store import Answers, LiveOffers, PostedRequests, RequestHistory
+from gateway.supervise import Supervisor
 from gateway.wire import (
     Accepted,
     AnswerIn,
@@ -37,6 +46,7 @@ from gateway.wire import (
     CancelIn,
     CheckInIn,
     DevLoginIn,
+    ErrorOut,
     HireRequestIn,
     PrincipalOut,
     RequestView,
@@ -44,12 +54,11 @@ from gateway.wire import (
     TokenOut,
 )
 from infra import pg
-from infra.kafka import make_consumer, make_producer
+from infra.kafka import make_producer
 from infra.markets import load_markets
 from infra.redis_index import RedisRequestStore
 from infra.settings import Settings, get_settings
 from schemas import events as ev
-from schemas.topics import OFFERS, REQUEST_EVENTS
 
 STATIC = Path(__file__).parent / "static"
 API = "/api/v1"
@@ -63,6 +72,8 @@ class Parts:
     hub: Hub
     keys: GatewayKeys
     dev_login: bool
+    ws_max_bytes: int
+    fanout: Supervisor
 
 
 @contextlib.asynccontextmanager
@@ -87,37 +98,46 @@ async def _start(app: FastAPI, settings: Settings, stack: contextlib.AsyncExitSt
     hub = Hub(redis, keys.hello())
     await hub.start()
     stack.push_async_callback(hub.stop)
-    consumer = make_consumer(kafka, OFFERS, REQUEST_EVENTS, group_id=settings.gateway.group)
-    await consumer.start()
-    stack.push_async_callback(consumer.stop)
     publisher = Publisher(producer)
+    dispatch_keys = keys_for(settings)
     gateway = Gateway(
         secret=secret,
         token_ttl_s=settings.gateway.token_ttl_s,
         sink=publisher,
         offers=LiveOffers(redis, keys),
-        posted=PostedRequests(redis, keys),
+        posted=PostedRequests(redis, keys, dispatch_keys.request),
+        answers=Answers(redis, keys),
         history=RequestHistory(redis, keys),
-        dispatch_state=RedisRequestStore(redis, keys_for(settings)),
+        dispatch_state=RedisRequestStore(redis, dispatch_keys),
         markets=markets,
         clock=now_ms,
     )
-    fanout = Fanout(gateway.offers, gateway.history, hub, keys)
+    app.state.health = Health()  # the fan-out consumer's: joining, ok or degraded
+    fanout = _supervised_fanout(settings, Fanout(gateway.offers, gateway.history, hub, keys),
+                                publisher, stack, app.state.health)  # fmt: skip
+    g = settings.gateway
+    app.state.parts = Parts(gateway, hub, keys, g.dev_login, g.ws_max_bytes, fanout)
 
-    async def handle(records: list[Any]) -> None:
-        batch = sort_batch(records, now_ms())
-        await fanout.handle(batch)
-        await publisher.publish(batch.dead)
 
+def _supervised_fanout(
+    settings: Settings,
+    fanout: Fanout,
+    publisher: Publisher,
+    stack: contextlib.AsyncExitStack,
+    health: Health,
+) -> Supervisor:
+    """The fan-out consumer as a supervised task: restarted (a fresh member of the group, from
+    the committed offsets, so the batch it died on is handled again) whenever it dies; stopped
+    gracefully at the end. It joins in the background: the API answers meanwhile."""
     stop = asyncio.Event()
-    task = asyncio.create_task(consume(consumer, handle, stop, poll_ms=100), name="gateway-fanout")
 
-    async def stop_fanout() -> None:
-        stop.set()
-        await task
+    async def run() -> None:
+        await run_fanout(settings, fanout, publisher, stop, health)
 
-    stack.push_async_callback(stop_fanout)
-    app.state.parts = Parts(gateway, hub, keys, settings.gateway.dev_login)
+    supervisor = Supervisor("gateway-fanout", run)
+    supervisor.start()
+    stack.push_async_callback(supervisor.stop, stop.set)
+    return supervisor
 
 
 def parts(request: Request) -> Parts:
@@ -146,9 +166,65 @@ Caller = Annotated[Principal, Depends(caller)]
 P = Annotated[Parts, Depends(parts)]
 
 
+# What each refusal means, for the OpenAPI document; the bodies are ``ErrorOut``.
+REFUSALS: dict[int, str] = {
+    401: "no valid token (missing, expired or forged)",
+    403: "the token's role or subject may not do this",
+    404: "no such request (or nothing the caller may see)",
+    409: "the request id is in use, or the offer has been answered already",
+    422: "the input is not valid",
+}
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Unprocessable(BaseModel):
+    """A 422: one sentence (a value the service refused), or each field's problem (the input
+    does not fit the request's schema)."""
+
+    detail: str | list[FieldProblem]
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entries of a route for the refusals it can answer."""
+    return {c: {"model": Unprocessable if c == 422 else ErrorOut, "description": REFUSALS[c]}
+            for c in codes}  # fmt: skip
+
+
+PathId = Annotated[str, PathParam(min_length=1, max_length=ev.ID_MAX, pattern=ev.ID_PATTERN)]
+
+
 def _error(status: int, detail: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _unreadable(_request: Request, e: Exception) -> JSONResponse:
+    """422 with where and what, never the input: it may hold NaN or Infinity (bare JSON tokens
+    the parser takes but no JSON response can carry) or megabytes the caller sent."""
+    assert isinstance(e, RequestValidationError)
+    detail = [{"loc": [_text(p) if isinstance(p, str) else p for p in x["loc"]],
+               "msg": _text(x["msg"]), "type": x["type"]} for x in e.errors()[:20]]  # fmt: skip
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _text(value: str) -> str:
+    """At most 200 characters that UTF-8 can encode (a JSON key may be a lone surrogate)."""
+    return value[:200].encode(errors="replace").decode()
+
+
+async def _http_error(request: Request, e: Exception) -> Response:
+    """FastAPI answers 400 for a JSON body that is not UTF-8 (other malformed JSON is 422):
+    the same 422 here, so every route's refusals stay the ones it documents."""
+    assert isinstance(e, StarletteHTTPException)
+    if e.status_code == 400 and e.detail == "There was an error parsing the body":
+        problem = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
+        return JSONResponse({"detail": [problem]}, status_code=422)
+    return await http_exception_handler(request, e)
 
 
 def _refused(_request: Request, e: Exception) -> JSONResponse:
@@ -172,6 +248,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.add_exception_handler(AuthError, _refused)
+    app.add_exception_handler(RequestValidationError, _unreadable)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(NotFound, lambda _r, e: _error(404, str(e)))
     app.add_exception_handler(Conflict, lambda _r, e: _error(409, str(e)))
     app.add_exception_handler(Invalid, lambda _r, e: _error(422, str(e)))
@@ -191,11 +269,12 @@ def _pages(app: FastAPI) -> None:
     def asyncapi() -> JSONResponse:
         return JSONResponse(document())
 
-    @app.get(f"{API}/markets/{{market_id}}", tags=["markets"], summary="One market's names")
-    def market(market_id: str) -> dict[str, Any]:
+    @app.get(f"{API}/markets/{{market_id}}", tags=["markets"], summary="One market's names",
+             responses=refusals(404))  # fmt: skip
+    def market(market_id: PathId) -> dict[str, Any]:
         found = _markets().get(market_id)
         if found is None:
-            raise NotFound(f"no market {market_id!r}")
+            raise NotFound("no such market")
         return found
 
 
@@ -219,45 +298,49 @@ def _markets() -> dict[str, dict[str, Any]]:
 
 
 def _auth_routes(app: FastAPI) -> None:
-    @app.post(f"{API}/auth/station", tags=["auth"], summary="A station's token for its key")
+    @app.post(f"{API}/auth/station", tags=["auth"], summary="A station's token for its key",
+              responses=refusals(401))  # fmt: skip
     def station_login(body: StationLoginIn, p: P) -> TokenOut:
         token, exp = p.gateway.station_login(body.market_id, body.key)
         return TokenOut(token=token, role="station", subject=body.market_id, expires_at_s=exp)
 
-    @app.post(f"{API}/auth/dev", tags=["auth"], summary="Development only: any token")
+    @app.post(f"{API}/auth/dev", tags=["auth"], summary="Development only: any token",
+              responses=refusals(404))  # fmt: skip
     def dev_login(body: DevLoginIn, p: P) -> TokenOut:
         if not p.dev_login:
             raise NotFound("development login is off")
         token, exp = p.gateway.token_for(body.role, body.subject)
         return TokenOut(token=token, role=body.role, subject=body.subject, expires_at_s=exp)
 
-    @app.get(f"{API}/me", tags=["auth"], summary="Who the token says you are")
+    @app.get(f"{API}/me", tags=["auth"], summary="Who the token says you are",
+             responses=refusals(401))  # fmt: skip
     def me(who: Caller) -> PrincipalOut:
         return PrincipalOut(role=who.role, subject=who.subject)
 
 
 def _kiosk_routes(app: FastAPI) -> None:
     @app.post(f"{API}/requests", tags=["kiosk"], status_code=202,
-              summary="Post a request (idempotent on request_id)",
-              responses={200: {"model": Accepted, "description": "posted before"}})  # fmt: skip
-    async def post_request(body: HireRequestIn, who: Caller, p: P, response: Response) -> Accepted:
-        new, out = await p.gateway.post_request(who, body)
-        response.status_code = 202 if new else 200
+              summary="Post a request (idempotent on request_id: a repeat is 202 again)",
+              responses=refusals(401, 403, 409, 422))  # fmt: skip
+    async def post_request(body: HireRequestIn, who: Caller, p: P) -> Accepted:
+        _new, out = await p.gateway.post_request(who, body)
         return out
 
-    @app.get(f"{API}/requests/{{request_id}}", tags=["kiosk"], summary="A request's status")
-    async def request_status(request_id: str, who: Caller, p: P) -> RequestView:
+    @app.get(f"{API}/requests/{{request_id}}", tags=["kiosk"], summary="A request's status",
+             responses=refusals(401, 403, 404))  # fmt: skip
+    async def request_status(request_id: PathId, who: Caller, p: P) -> RequestView:
         return await p.gateway.view(who, request_id)
 
     @app.post(f"{API}/requests/{{request_id}}/cancel", tags=["kiosk"], status_code=202,
-              summary="Cancel a request; its open offers are withdrawn")  # fmt: skip
-    async def cancel(request_id: str, body: CancelIn, who: Caller, p: P) -> Accepted:
+              summary="Cancel a request; its open offers are withdrawn",
+              responses=refusals(401, 403, 404))  # fmt: skip
+    async def cancel(request_id: PathId, body: CancelIn, who: Caller, p: P) -> Accepted:
         return await p.gateway.cancel_request(who, request_id, body)
 
     @app.get(f"{API}/requests/{{request_id}}/events", tags=["kiosk"],
              summary="Live progress (server-sent events) until the request ends",
-             response_class=StreamingResponse)  # fmt: skip
-    async def events(request_id: str, who: Caller, p: P) -> StreamingResponse:
+             response_class=StreamingResponse, responses=refusals(401, 403, 404))  # fmt: skip
+    async def events(request_id: PathId, who: Caller, p: P) -> StreamingResponse:
         await p.gateway.may_follow(who, request_id)
         stream = progress(p.gateway, p.hub, p.keys, request_id)
         return StreamingResponse(stream, media_type="text/event-stream",
@@ -266,22 +349,24 @@ def _kiosk_routes(app: FastAPI) -> None:
 
 def _worker_routes(app: FastAPI) -> None:
     @app.get(f"{API}/workers/{{worker_id}}/offers", tags=["worker"],
-             summary="A worker's open offers")  # fmt: skip
-    async def offers(worker_id: str, who: Caller, p: P) -> list[ev.OfferMade]:
+             summary="A worker's open offers", responses=refusals(401, 403))  # fmt: skip
+    async def offers(worker_id: PathId, who: Caller, p: P) -> list[ev.OfferMade]:
         return await p.gateway.live_offers(who, worker_id)
 
-    @app.post(f"{API}/answers", tags=["worker"], summary="Accept or decline one of your offers")
+    @app.post(f"{API}/answers", tags=["worker"], summary="Accept or decline one of your offers",
+              responses=refusals(401, 403, 409))  # fmt: skip
     async def answer(body: AnswerIn, who: Caller, p: P) -> AnswerOut:
         return await p.gateway.answer(who, body)
 
     @app.post(f"{API}/worker/check-in", tags=["worker"], status_code=202,
-              summary="Become available for offers at a market or a position")  # fmt: skip
+              summary="Become available for offers at a market or a position",
+              responses=refusals(401, 403, 422))  # fmt: skip
     async def check_in(body: CheckInIn, who: Caller, p: P) -> dict[str, str]:
         await p.gateway.check_in(who, body)
         return {"status": "checked in"}
 
     @app.post(f"{API}/worker/offline", tags=["worker"], status_code=202,
-              summary="Stop taking offers")  # fmt: skip
+              summary="Stop taking offers", responses=refusals(401, 403))  # fmt: skip
     async def offline(who: Caller, p: P) -> dict[str, str]:
         await p.gateway.go_offline(who)
         return {"status": "offline"}
@@ -295,7 +380,7 @@ def _worker_routes(app: FastAPI) -> None:
         except AuthError as e:
             await _deny(ws, e)
             return
-        await worker_session(ws, p.gateway, p.hub, p.keys, who)
+        await worker_session(ws, p.gateway, p.hub, p.keys, who, p.ws_max_bytes)
 
 
 async def _deny(ws: WebSocket, e: AuthError) -> None:

@@ -26,7 +26,7 @@ BOOTSTRAP_PLACEHOLDER = "kafka:9092"
 
 def declare() -> FastStream:
     """A FastStream app describing the topics: who reads and who writes each, and what."""
-    broker = KafkaBroker(BOOTSTRAP_PLACEHOLDER, description="Kafka (Tansu in development)")
+    broker = KafkaBroker(BOOTSTRAP_PLACEHOLDER, description="Apache Kafka")
     _topic(broker, topics.HIRE_REQUESTS, ev.HireRequested | ev.HireCancelled,
            "Kiosks and the gateway post and cancel requests; the dispatcher consumes them. "
            "Key: request id.")  # fmt: skip
@@ -47,6 +47,9 @@ def declare() -> FastStream:
     _topic(broker, topics.DISPATCH_JOURNAL, DispatchBatch,
            "Per dispatcher batch: the inputs taken and the clock used, for exact replay. "
            "Key: dispatcher instance.")  # fmt: skip
+    _topic(broker, topics.REQUEST_STATE, ev.RequestStateSaved,
+           "Compacted: each request's latest saved state, from the dispatcher's outbox; "
+           "Redis's request store is rebuilt from it. Key: request id.")  # fmt: skip
     spec = AsyncAPI(
         title="Gig-market dispatch: Kafka topics",
         version="1",

@@ -14,6 +14,11 @@ Tokens are JWT (HS256) with ``sub`` (market id, worker id or supervisor name), `
 ``exp``. A missing, expired or forged token is 401; a valid token asking for something its
 role or subject does not allow is 403. A station proves who it is with its station key, an
 HMAC of its market id under the gateway secret, and receives a token in exchange.
+
+Refusals say as little as they can ("not allowed"): which rule refused is for the log, not for
+the caller. Tokens are issued only for subjects that are valid ids, and a token naming
+anything else is 401. The secret is at least 32 bytes; the gateway refuses to start without
+one, and makes a development secret only when ``dev_secret`` says so.
 """
 
 from __future__ import annotations
@@ -26,14 +31,33 @@ from pathlib import Path
 from typing import Final, Literal
 
 import jwt
+from pydantic import TypeAdapter, ValidationError
 
 from infra.settings import STACK_DIR, GatewaySettings
+from schemas.events import Id
 
 Role = Literal["station", "worker", "supervisor"]
 ROLES: Final[tuple[Role, ...]] = ("station", "worker", "supervisor")
 ALGORITHM: Final = "HS256"
 DEV_SECRET_FILE: Final = STACK_DIR / "gateway-secret"
 STATION_KEY_CHARS: Final = 24
+MIN_SECRET_BYTES: Final = 32
+NOT_ALLOWED: Final = "not allowed"
+NOT_AUTHENTICATED: Final = "the token is missing or not valid"
+_ID: Final[TypeAdapter[str]] = TypeAdapter(Id)
+
+
+class SecretError(ValueError):
+    """The gateway secret is missing or too weak; the gateway does not start."""
+
+
+def valid_subject(subject: str) -> bool:
+    """Whether ``subject`` is a valid id (a market, worker or supervisor name)."""
+    try:
+        _ID.validate_python(subject)
+    except ValidationError:
+        return False
+    return True
 
 
 class AuthError(Exception):
@@ -54,7 +78,11 @@ class Principal:
 
 
 def issue_token(secret: str, role: Role, subject: str, now_s: int, ttl_s: int) -> str:
-    """A signed token for ``subject`` in ``role``, valid ``ttl_s`` seconds from ``now_s``."""
+    """A signed token for ``subject`` in ``role``, valid ``ttl_s`` seconds from ``now_s``.
+
+    Raises ``ValueError`` for a subject that is not a valid id: no token names one."""
+    if not valid_subject(subject):
+        raise ValueError("the subject must be a valid id (letters, digits, _ . : -; 1-140)")
     claims = {"sub": subject, "role": role, "iat": now_s, "exp": now_s + ttl_s}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -62,7 +90,7 @@ def issue_token(secret: str, role: Role, subject: str, now_s: int, ttl_s: int) -
 def verify_token(secret: str, token: str | None, now_s: int | None = None) -> Principal:
     """The principal a token names, or ``AuthError(401)`` if it is missing, expired or forged."""
     if not token:
-        raise AuthError(401, "a token is required (Authorization: Bearer … or ?token=…)")
+        raise AuthError(401, NOT_AUTHENTICATED)
     try:
         claims = jwt.decode(
             token,
@@ -72,14 +100,14 @@ def verify_token(secret: str, token: str | None, now_s: int | None = None) -> Pr
         )
     except jwt.ExpiredSignatureError:
         raise AuthError(401, "the token has expired") from None
-    except jwt.InvalidTokenError as e:
-        raise AuthError(401, f"the token is not valid: {e}") from None
+    except jwt.InvalidTokenError:
+        raise AuthError(401, NOT_AUTHENTICATED) from None
     if now_s is not None and int(claims["exp"]) <= now_s:
         raise AuthError(401, "the token has expired")
-    role = claims.get("role")
-    if role not in ROLES:
-        raise AuthError(401, "the token names no known role")
-    return Principal(role, str(claims["sub"]))
+    role, subject = claims.get("role"), claims["sub"]
+    if role not in ROLES or not isinstance(subject, str) or not valid_subject(subject):
+        raise AuthError(401, NOT_AUTHENTICATED)
+    return Principal(role, subject)
 
 
 def station_key(secret: str, market_id: str) -> str:
@@ -90,8 +118,10 @@ def station_key(secret: str, market_id: str) -> str:
 
 def check_station_key(secret: str, market_id: str, key: str) -> None:
     """Raise ``AuthError(401)`` unless ``key`` is the station key of ``market_id``."""
-    if not hmac.compare_digest(station_key(secret, market_id), key):
-        raise AuthError(401, "wrong market id or station key")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500).
+    given = key.encode(errors="replace")
+    if not hmac.compare_digest(station_key(secret, market_id).encode(), given):
+        raise AuthError(401, "wrong market id or station key")  # says neither which
 
 
 # --- the permission rules -----------------------------------------------------------------
@@ -99,10 +129,8 @@ def check_station_key(secret: str, market_id: str, key: str) -> None:
 
 def may_write_market(who: Principal, market_id: str) -> None:
     """Post or cancel a request: only the market's own station."""
-    if who.role != "station":
-        raise AuthError(403, f"a {who.role} may not post or cancel requests")
-    if who.subject != market_id:
-        raise AuthError(403, f"station {who.subject} may act only for its own market")
+    if who.role != "station" or who.subject != market_id:
+        raise AuthError(403, NOT_ALLOWED)
 
 
 def may_read_market(who: Principal, market_id: str) -> None:
@@ -110,32 +138,52 @@ def may_read_market(who: Principal, market_id: str) -> None:
     if who.role == "supervisor":
         return
     if who.role != "station" or who.subject != market_id:
-        raise AuthError(403, "only the request's own station or a supervisor may read it")
+        raise AuthError(403, NOT_ALLOWED)
 
 
 def may_read_worker(who: Principal, worker_id: str) -> None:
     """See a worker's offers: the worker, or a supervisor."""
     if who.role == "supervisor" or (who.role == "worker" and who.subject == worker_id):
         return
-    raise AuthError(403, "only the worker or a supervisor may see these offers")
+    raise AuthError(403, NOT_ALLOWED)
 
 
 def must_be_worker(who: Principal) -> str:
     """The worker id of a worker's token; 403 for any other role."""
     if who.role != "worker":
-        raise AuthError(403, f"a {who.role} may not answer offers or check in")
+        raise AuthError(403, NOT_ALLOWED)
     return who.subject
 
 
 # --- the secret ---------------------------------------------------------------------------
 
 
+NO_SECRET: Final = (
+    "no gateway secret: set GIG_GATEWAY__SECRET to at least 32 random bytes (for example "
+    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or, for development "
+    "only, GIG_GATEWAY__DEV_SECRET=true to use one generated into .stack/gateway-secret"
+)
+
+
+def check_secret(value: str) -> str:
+    """``value`` if it is long enough to sign tokens with, else ``SecretError``."""
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise SecretError(
+            f"the gateway secret is {len(value.encode())} bytes; at least {MIN_SECRET_BYTES} "
+            "random bytes are needed (GIG_GATEWAY__SECRET)"
+        )
+    return value
+
+
 def resolve_secret(gateway: GatewaySettings, dev_file: Path = DEV_SECRET_FILE) -> str:
-    """The signing secret: from settings, else the development one in ``.stack/`` (made once)."""
+    """The signing secret: from settings; else, only with ``dev_secret``, the development one
+    in ``.stack/`` (made once). ``SecretError`` when there is none or it is too short."""
     if gateway.secret is not None:
-        return gateway.secret.get_secret_value()
+        return check_secret(gateway.secret.get_secret_value())
+    if not gateway.dev_secret:
+        raise SecretError(NO_SECRET)
     if dev_file.exists():
-        return dev_file.read_text().strip()
+        return check_secret(dev_file.read_text().strip())
     dev_file.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
     dev_file.touch(mode=0o600)

@@ -2,7 +2,8 @@
 
 A socket or stream ``listen``s on a channel and gets a queue; the hub subscribes to the
 channel while at least one listener wants it. Whichever process consumed a Kafka record
-publishes it on the channel, so it reaches the process that holds the socket.
+publishes it on the channel, so it reaches the process that holds the socket. The reader
+runs under a ``Supervisor``: if it dies it is logged and restarted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.supervise import Supervisor
+
 log = logging.getLogger("gateway.hub")
 QUEUE_LIMIT = 1000
 
@@ -28,20 +31,17 @@ class Hub:
         self.hello = hello_channel
         self._pubsub: PubSub | None = None
         self._queues: dict[str, set[asyncio.Queue[str]]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.reader = Supervisor("gateway-hub", self._read)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         # Subscribing once now opens the connection the reader waits on.
         await self._pubsub.subscribe(self.hello)
-        self._task = asyncio.create_task(self._read(), name="gateway-hub")
+        self.reader.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.reader.stop()
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 

@@ -28,6 +28,7 @@ from infra.settings import Settings
 
 log = logging.getLogger("gateway")
 STARTUP_TIMEOUT_S = 30.0
+WS_PROTOCOL_MAX_BYTES = 64 * 1024
 
 
 class Server(uvicorn.Server):
@@ -56,11 +57,16 @@ class Running:
 async def serving(
     settings: Settings, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[Running]:
-    """Run the gateway in this event loop until the block ends (port 0: a free port)."""
+    """Run the gateway in this event loop until the block ends (port 0: a free port).
+
+    Raises ``auth.SecretError`` before listening when the secret is missing or too short."""
+    auth.resolve_secret(settings.gateway)
     app = create_app(settings)
+    # The protocol layer refuses frames far above what the app takes (it closes larger ones
+    # with 1009 itself), so a 16 MiB frame is never read into memory, let alone parsed.
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning",
-        ws="websockets-sansio", lifespan="on",
+        ws="websockets-sansio", lifespan="on", ws_max_size=WS_PROTOCOL_MAX_BYTES,
     )  # fmt: skip
     server = Server(config)
     task = asyncio.create_task(server.serve(), name="gateway-http")
@@ -99,6 +105,11 @@ def gateway_main(argv: Sequence[str] | None = None) -> None:
     if args.port is not None:
         settings = _with_gateway(settings, port=args.port)
 
+    try:
+        auth.resolve_secret(settings.gateway)
+    except auth.SecretError as e:
+        raise SystemExit(f"gig-gateway: {e}") from None
+
     async def run() -> None:
         await run_gateway(settings, stop_on_signals())
 
@@ -123,7 +134,8 @@ def banner(url: str, settings: Settings) -> str:
         "",
         "开发登录已开启 / development login is on: each page logs in with one click.",
         f"  station {market} key / 驿站密钥: {auth.station_key(secret, market)}",
-        "  other credentials: .venv/bin/gig-token worker W-1 | station G4301002 | supervisor audit",
+        "  other credentials: .venv/bin/gig-token --dev worker W-1 | station G4301002 | "
+        "supervisor audit",
         "",
         "Open the worker page, check in at the market, then post a request on the kiosk page.",
         "按 Ctrl-C 停止 / Ctrl-C stops everything.",
@@ -156,14 +168,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = p.parse_args(argv)
     setup_logging()
-    had_broker = stack._running_broker() is not None
+    had_broker = stack.is_up()
     bootstrap = stack.up(Settings())
-    settings = _with_gateway(Settings(kafka_bootstrap=bootstrap), port=args.port, dev_login=True)
+    settings = _with_gateway(Settings(kafka_bootstrap=bootstrap), port=args.port, dev_login=True,
+                             dev_secret=True)  # fmt: skip
     try:
         asyncio.run(serve_all(settings))
     finally:
         if not (had_broker or args.keep_stack):
-            stack.down()
+            stack.down(Settings())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,13 @@
 
 Every method checks the caller's permission first and publishes only after it passed, so a
 refused call never reaches Kafka. Errors are ``AuthError`` (401/403), ``NotFound`` (404),
-``Conflict`` (409) and ``Invalid`` (422); the app turns them into responses.
+``Conflict`` (409) and ``Invalid`` (422); the app turns them into responses. Their messages
+are generic: they never say whose a request id or an offer is.
+
+Authorisation is enforced where the state lives: a request id is claimed for its market in
+Redis, atomically, before anything is published (``PostedRequests.claim``), and a request's
+market is read from the dispatcher's state first, the gateway's record second. An offer is
+answered at most once (``Answers.claim``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from consumers.runtime import Outgoing, explain
 from dispatch.model import OfferStatus, RequestState
 from gateway import auth
 from gateway.auth import Principal
-from gateway.store import LiveOffers, PostedRequests, RequestHistory
+from gateway.store import Answers, LiveOffers, PostedRequests, RequestHistory
 from gateway.wire import (
     Accepted,
     AnswerIn,
@@ -35,6 +41,9 @@ from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
 Place = tuple[float, float]
 # Fields a repeated post must share with the first one to count as the same request.
 SAME_REQUEST = ("market_id", "skill", "headcount", "wage_yuan_per_day", "lon", "lat", "note")
+REQUEST_ID_IN_USE = "this request id is already in use"
+NO_SUCH_REQUEST = "no such request"
+ANSWERED = "this offer has been answered already"
 
 
 class NotFound(Exception):
@@ -42,7 +51,8 @@ class NotFound(Exception):
 
 
 class Conflict(Exception):
-    """The request id is already used for a different request."""
+    """The request id is taken (by another market, or for a different request), or the offer
+    has been answered already."""
 
 
 class Invalid(Exception):
@@ -64,6 +74,7 @@ class Gateway:
     sink: Sink
     offers: LiveOffers
     posted: PostedRequests
+    answers: Answers
     history: RequestHistory
     dispatch_state: RedisRequestStore
     markets: Mapping[str, Place]
@@ -74,7 +85,10 @@ class Gateway:
         return auth.verify_token(self.secret, token)
 
     def token_for(self, role: auth.Role, subject: str) -> tuple[str, int]:
-        """A fresh token and its expiry (epoch seconds)."""
+        """A fresh token and its expiry (epoch seconds); only for a subject that is a valid id
+        (``Invalid`` otherwise)."""
+        if not auth.valid_subject(subject):
+            raise Invalid("not a valid id")
         now_s = self.clock() // 1000
         token = auth.issue_token(self.secret, role, subject, now_s, self.token_ttl_s)
         return token, now_s + self.token_ttl_s
@@ -89,17 +103,20 @@ class Gateway:
         """Send a request on to dispatch; (True, …) the first time, (False, …) on a repeat."""
         auth.may_write_market(who, body.market_id)
         if body.market_id not in self.markets:
-            raise Invalid(f"unknown market {body.market_id!r}")
+            raise Invalid("unknown market")
         msg = self._hire_requested(body)
-        first = await self.posted.remember(msg)
-        if first is not msg and _differs(first, msg):
-            raise Conflict(f"request id {body.request_id!r} is already used for another request")
+        claim = await self.posted.claim(msg)
+        first = claim.first
+        # Another market's id, or this market's id for a different request: the same answer,
+        # so a caller learns nothing about whose the id is.
+        if first is None or _differs(first, msg):
+            raise Conflict(REQUEST_ID_IN_USE)
         # A repeat is sent again: harmless (dispatch takes a request once) and it covers a
         # gateway that stopped between recording the request and publishing it.
         await self.sink.publish([Outgoing(HIRE_REQUESTS, first.request_id, first)])
-        detail = "posted" if first is msg else "already posted"
-        out = Accepted(request_id=first.request_id, status="submitted", detail=detail)
-        return first is msg, out
+        new = claim.outcome == "new"
+        detail = "posted" if new else "already posted"
+        return new, Accepted(request_id=first.request_id, status="submitted", detail=detail)
 
     def _hire_requested(self, body: HireRequestIn) -> ev.HireRequested:
         at = self.clock()
@@ -133,7 +150,7 @@ class Gateway:
         state = loaded[request_id][1] if request_id in loaded else None
         posted = await self.posted.get(request_id)
         if state is None and posted is None:
-            raise NotFound(f"no request {request_id!r}")
+            raise NotFound(NO_SUCH_REQUEST)
         market = state.job.market_id if state else posted.market_id  # type: ignore[union-attr]
         auth.may_read_market(who, market)
         if state is not None:
@@ -160,13 +177,14 @@ class Gateway:
         auth.may_read_market(who, await self._market_of(request_id))
 
     async def _market_of(self, request_id: str) -> str:
-        posted = await self.posted.get(request_id)
-        if posted is not None:
-            return posted.market_id
+        """The request's market: the dispatcher's state is the truth, the claim comes next."""
         loaded = await self.dispatch_state.load([request_id])
         if request_id in loaded:
             return loaded[request_id][1].job.market_id
-        raise NotFound(f"no request {request_id!r}")
+        posted = await self.posted.get(request_id)
+        if posted is not None:
+            return posted.market_id
+        raise NotFound(NO_SUCH_REQUEST)
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -179,12 +197,20 @@ class Gateway:
         worker_id = auth.must_be_worker(who)
         offer = await self.offers.get(worker_id, body.offer_id, self.clock())
         if offer is None:
+            if await self.answers.answered_by(body.offer_id) == worker_id:
+                raise Conflict(ANSWERED)
             return AnswerOut(
                 type="AnswerRefused", offer_id=body.offer_id, answer=body.type,
                 reason="no such open offer of yours (expired, withdrawn or not yours)",
             )  # fmt: skip
+        if not await self.answers.claim(offer):
+            raise Conflict(ANSWERED)
         answer = self._answer(offer, body)
-        await self.sink.publish([Outgoing(OFFER_RESPONSES, offer.request_id, answer)])
+        try:
+            await self.sink.publish([Outgoing(OFFER_RESPONSES, offer.request_id, answer)])
+        except BaseException:
+            await self.answers.forget(offer.offer_id)  # not passed on: the worker may try again
+            raise
         await self.offers.drop(worker_id, offer.offer_id)
         return AnswerOut(type="AnswerSent", offer_id=offer.offer_id, answer=body.type)
 
@@ -212,7 +238,7 @@ class Gateway:
         if body.market_id is None:
             raise Invalid("give a market_id, or both lon and lat")
         if body.market_id not in self.markets:
-            raise Invalid(f"unknown market {body.market_id!r}")
+            raise Invalid("unknown market")
         return self.markets[body.market_id]
 
     async def go_offline(self, who: Principal) -> None:

@@ -1,4 +1,8 @@
-"""The worker's socket and the kiosk's progress stream: long-lived connections on the hub."""
+"""The worker's socket and the kiosk's progress stream: long-lived connections on the hub.
+
+The socket takes text frames of at most ``max_bytes`` (the settings' ``ws_max_bytes``): a
+binary frame is closed with 1003 (unsupported data), a larger one with 1009 (too big).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +18,17 @@ from consumers.runtime import explain
 from gateway.auth import Principal
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
-from gateway.service import Gateway
+from gateway.service import Conflict, Gateway
 from gateway.store import FINAL_EVENTS
 from gateway.wire import AnswerIn, AnswerOut
 
 KEEPALIVE_S = 15.0
+UNSUPPORTED_DATA = 1003
+MESSAGE_TOO_BIG = 1009
 
 
 async def worker_session(
-    ws: WebSocket, gw: Gateway, hub: Hub, keys: GatewayKeys, who: Principal
+    ws: WebSocket, gw: Gateway, hub: Hub, keys: GatewayKeys, who: Principal, max_bytes: int
 ) -> None:
     """Push the worker's offers as they come; take their answers; until they hang up."""
     await ws.accept()
@@ -36,7 +42,7 @@ async def worker_session(
         await ws.send_text(json.dumps(hello))
         pump = asyncio.create_task(_pump(ws, queue))
         try:
-            await _answers(ws, gw, who)
+            await _answers(ws, gw, who, max_bytes)
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
@@ -48,18 +54,40 @@ async def _pump(ws: WebSocket, queue: asyncio.Queue[str]) -> None:
         await ws.send_text(await queue.get())
 
 
-async def _answers(ws: WebSocket, gw: Gateway, who: Principal) -> None:
+async def _answers(ws: WebSocket, gw: Gateway, who: Principal, max_bytes: int) -> None:
     with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            text = await ws.receive_text()
+        while (text := await _text_frame(ws, max_bytes)) is not None:
             try:
                 body = AnswerIn.model_validate_json(text)
             except ValidationError as e:
                 refused = {"type": "Error", "reason": explain(e)}
                 await ws.send_text(json.dumps(refused))
                 continue
-            out: AnswerOut = await gw.answer(who, body)
-            await ws.send_text(out.model_dump_json())
+            await ws.send_text((await _answer(gw, who, body)).model_dump_json())
+
+
+async def _text_frame(ws: WebSocket, max_bytes: int) -> str | None:
+    """The next text frame, or None once the socket is closed (by the worker, or here for a
+    binary or oversized frame)."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text = message.get("text")
+    if text is None:
+        await ws.close(UNSUPPORTED_DATA, "text frames only")
+        return None
+    if len(text) > max_bytes or len(text.encode()) > max_bytes:
+        await ws.close(MESSAGE_TOO_BIG, "frame too big")
+        return None
+    return str(text)
+
+
+async def _answer(gw: Gateway, who: Principal, body: AnswerIn) -> AnswerOut:
+    try:
+        return await gw.answer(who, body)
+    except Conflict as e:
+        return AnswerOut(type="AnswerRefused", offer_id=body.offer_id, answer=body.type,
+                         reason=str(e))  # fmt: skip
 
 
 async def progress(gw: Gateway, hub: Hub, keys: GatewayKeys, request_id: str) -> AsyncIterator[str]:

@@ -6,12 +6,14 @@ Writers are the fan-out consumer (offers and lifecycle events from Kafka) and th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from gateway.keys import REQUEST_GRACE_MS, REQUEST_MIN_TTL_MS, GatewayKeys
+from gateway.keys import ANSWER_GRACE_MS, REQUEST_GRACE_MS, REQUEST_MIN_TTL_MS, GatewayKeys
 from schemas import events as ev
 
 FINAL_EVENTS = frozenset({"RequestFilled", "RequestExpired", "RequestCancelled", "RequestRejected"})
@@ -41,40 +43,110 @@ class LiveOffers:
     async def live(self, worker_id: str, now_ms: int) -> list[ev.OfferMade]:
         """The worker's offers not yet expired, oldest first."""
         raw = await self.redis.hgetall(self.keys.offers(worker_id))
-        offers = [ev.OfferMade.model_validate_json(v) for v in raw.values()]
+        offers = [o for o in map(_offer, raw.values()) if o is not None]
         return sorted((o for o in offers if o.expires_at_ms > now_ms), key=lambda o: o.at_ms)
 
     async def get(self, worker_id: str, offer_id: str, now_ms: int) -> ev.OfferMade | None:
         """One of the worker's live offers, or None (unknown, someone else's, or expired)."""
-        raw = await self.redis.hget(self.keys.offers(worker_id), offer_id)
-        if raw is None:
-            return None
-        offer = ev.OfferMade.model_validate_json(raw)
-        return offer if offer.expires_at_ms > now_ms else None
+        offer = _offer(await self.redis.hget(self.keys.offers(worker_id), offer_id))
+        return offer if offer is not None and offer.expires_at_ms > now_ms else None
 
     async def drop(self, worker_id: str, offer_id: str) -> None:
         await self.redis.hdel(self.keys.offers(worker_id), offer_id)
 
 
+# The race point of posting. KEYS[1]: the gateway's record of the request (its claim);
+# KEYS[2]: the dispatcher's state of it, the same {request} slot. A request the dispatcher
+# already holds for another market (it reached Kafka some other way, or Redis lost the claim)
+# stays that market's; otherwise SET NX gives the id to the first post, once.
+# The state's "job" array is infra.state_codec's: market_id is its second item.
+_CLAIM: Final = """
+local state = redis.call('HGET', KEYS[2], 's')
+if state then
+  local ok, body = pcall(cjson.decode, state)
+  if not ok or type(body.job) ~= 'table' or body.job[2] ~= ARGV[2] then
+    return {'foreign', ''}
+  end
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then
+  return {'new', ''}
+end
+return {'repeat', redis.call('GET', KEYS[1]) or ''}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming a request id: ``new`` (ours now), ``repeat`` (posted before:
+    ``first`` is that posting) or ``foreign`` (the id is another market's)."""
+
+    outcome: Literal["new", "repeat", "foreign"]
+    first: ev.HireRequested | None = None
+
+
+def _offer(raw: str | bytes | None) -> ev.OfferMade | None:
+    """A stored offer; one that no longer parses (stored by an older version) is skipped, so it
+    can never make a worker's offers, answers or socket fail."""
+    if raw is None:
+        return None
+    try:
+        return ev.OfferMade.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
 class PostedRequests:
-    """Requests as posted through the gateway: idempotency and the owning market."""
+    """Requests as posted through the gateway: the id's claim, idempotency, the owning market.
+
+    ``state_key`` names the dispatcher's state of a request (``infra.keys.Keys.request``).
+    """
+
+    def __init__(self, redis: Redis, keys: GatewayKeys, state_key: Callable[[str], str]) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.state_key = state_key
+        self._claim = redis.register_script(_CLAIM)
+
+    async def claim(self, msg: ev.HireRequested) -> Claim:
+        """Claim the request id for the message's market, atomically (see ``_CLAIM``)."""
+        ttl = max(msg.deadline_at_ms - msg.at_ms, REQUEST_MIN_TTL_MS) + REQUEST_GRACE_MS
+        rid = msg.request_id
+        keys = [self.keys.request(rid), self.state_key(rid)]
+        outcome, raw = await self._claim(keys, [msg.model_dump_json(), msg.market_id, ttl])
+        if outcome == "repeat" and raw:
+            return Claim("repeat", ev.HireRequested.model_validate_json(raw))
+        if outcome == "new":
+            return Claim("new", msg)
+        return Claim("foreign")
+
+    async def get(self, request_id: str) -> ev.HireRequested | None:
+        raw = await self.redis.get(self.keys.request(request_id))
+        return None if raw is None else ev.HireRequested.model_validate_json(raw)
+
+
+class Answers:
+    """Which offers were answered: one answer per offer passes, across sockets and processes."""
 
     def __init__(self, redis: Redis, keys: GatewayKeys) -> None:
         self.redis = redis
         self.keys = keys
 
-    async def remember(self, msg: ev.HireRequested) -> ev.HireRequested:
-        """Record a new request; if its id was posted before, return that first posting."""
-        ttl = max(msg.deadline_at_ms - msg.at_ms, REQUEST_MIN_TTL_MS) + REQUEST_GRACE_MS
-        key = self.keys.request(msg.request_id)
-        # SET NX is the race point: of two concurrent posts of one id, one records it.
-        if await self.redis.set(key, msg.model_dump_json(), nx=True, px=ttl):
-            return msg
-        return await self.get(msg.request_id) or msg
+    async def claim(self, offer: ev.OfferMade) -> bool:
+        """True for the one answer that may be passed on; False once any other was."""
+        until = offer.expires_at_ms + ANSWER_GRACE_MS
+        # SET NX is the race point: of concurrent answers to one offer, one sets the key.
+        done = await self.redis.set(
+            self.keys.answered(offer.offer_id), offer.worker_id, nx=True, pxat=until
+        )
+        return bool(done)
 
-    async def get(self, request_id: str) -> ev.HireRequested | None:
-        raw = await self.redis.get(self.keys.request(request_id))
-        return None if raw is None else ev.HireRequested.model_validate_json(raw)
+    async def answered_by(self, offer_id: str) -> str | None:
+        raw = await self.redis.get(self.keys.answered(offer_id))
+        return None if raw is None else str(raw)
+
+    async def forget(self, offer_id: str) -> None:
+        """Let the worker answer again: the answer could not be passed on."""
+        await self.redis.delete(self.keys.answered(offer_id))
 
 
 class RequestHistory:

@@ -14,7 +14,8 @@ from schemas.events import Id, Lat, Lon, Skill
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: "3" and true are not numbers (JSON arrays still fill tuples, integers floats).
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class HireRequestIn(_In):
@@ -65,10 +66,16 @@ class PrincipalOut(BaseModel):
 class CheckInIn(_In):
     """A worker becomes available at a market (its place) or at a position, with skills."""
 
-    skills: tuple[Skill, ...] = Field(min_length=1, max_length=5)
+    skills: tuple[Skill, ...] = Field(min_length=1, max_length=5, strict=False)  # a JSON list
     market_id: Id | None = None
     lon: Lon | None = None
     lat: Lat | None = None
+
+
+class ErrorOut(BaseModel):
+    """A refusal: what went wrong, in general words."""
+
+    detail: str
 
 
 class Accepted(BaseModel):

@@ -1,26 +1,35 @@
 """``gig-kiosk``: post an instant-hire request from a station and watch it fill.
 
-    gig-kiosk post --market G4301001 --skill bricklayer --headcount 3 --wage 300
-    gig-kiosk cancel --market G4301001 --request R-...
+    gig-kiosk post --market G4301001 --key KEY --skill bricklayer --headcount 3 --wage 300
+    gig-kiosk cancel --market G4301001 --key KEY --request R-...
     gig-kiosk markets --prefecture 4301
 
 ``post`` prints each step (offers sent, radius widened, workers assigned) until the request is
 filled, expires, is cancelled or is rejected, and exits 0 only when it filled.
+
+Requests go through the gateway's HTTP API with the station's key (``--key`` or
+``GIG_STATION_KEY``), like the kiosk page: the gateway checks the market and claims the
+request id for it. ``--direct`` (operators only) publishes straight to Kafka instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
+from consumers.backoff import describe as why
+from consumers.joining import close
 from consumers.runtime import Outgoing, Publisher, now_ms, stop_on_signals
 from infra.kafka import make_producer
 from infra.markets import load_markets
@@ -92,7 +101,8 @@ async def post(args: argparse.Namespace, settings: Settings) -> int:
         note=args.note,
         **lon_lat,
     )
-    await _send(settings, [Outgoing(HIRE_REQUESTS, rid, request)])
+    if not await _send(settings, [Outgoing(HIRE_REQUESTS, rid, request)]):
+        return 2
     print(f"请求 / request {rid}: {args.headcount} × {args.skill} at {args.market}")
     return await _watch(settings, rid, time.monotonic())
 
@@ -117,18 +127,122 @@ async def cancel(args: argparse.Namespace, settings: Settings) -> int:
         market_id=args.market,
         reason=args.reason,
     )
-    await _send(settings, [Outgoing(HIRE_REQUESTS, args.request, msg)])
-    print(f"cancel sent for {args.request}")
+    if not await _send(settings, [Outgoing(HIRE_REQUESTS, args.request, msg)]):
+        return 2
+    print(f"cancel of {args.request} acknowledged by the broker")
     return 0
 
 
-async def _send(settings: Settings, messages: list[Outgoing]) -> None:
+async def _send(settings: Settings, messages: list[Outgoing]) -> bool:
+    """Send the messages; True once the broker acknowledged every one (else say why)."""
     producer = make_producer(settings.kafka_slice())
-    await producer.start()
     try:
-        await Publisher(producer).publish(messages)
+        await producer.start()
+        delivery = await Publisher(producer).deliver(messages)
+    except KafkaError as e:
+        print(f"未发送 / not sent: the broker cannot be reached ({why(e)})", file=sys.stderr)
+        return False
     finally:
-        await producer.stop()
+        await close(producer)
+    for _, reason in delivery.failed:
+        print(f"未发送 / not sent: the broker did not take it ({reason})", file=sys.stderr)
+    return not delivery.failed
+
+
+# --- through the gateway (the default) --------------------------------------------------------
+# A station talks to the gateway's HTTP API with its station key: the gateway checks the
+# market, claims the request id for it and publishes. ``--direct`` is for operators only.
+
+API = "/api/v1"
+KEY_ENV = "GIG_STATION_KEY"
+GATEWAY_ENV = "GIG_GATEWAY_URL"
+
+
+class KioskError(Exception):
+    """A refusal or failure to tell the person at the kiosk (exit 2)."""
+
+
+def gateway_url(args: argparse.Namespace, settings: Settings) -> str:
+    g = settings.gateway
+    return str(args.gateway or os.environ.get(GATEWAY_ENV) or f"http://{g.host}:{g.port}")
+
+
+async def _login(http: httpx.AsyncClient, market: str, key: str | None) -> dict[str, str]:
+    """The station's token for its key, as request headers."""
+    if not key:
+        raise KioskError(f"give the station key (--key or {KEY_ENV}); gig-token prints it")
+    r = await http.post(f"{API}/auth/station", json={"market_id": market, "key": key})
+    if r.status_code != 200:
+        raise KioskError(_refusal(r))
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _refusal(r: httpx.Response) -> str:
+    detail = r.json().get("detail") if "json" in r.headers.get("content-type", "") else r.text
+    return f"被拒绝 / refused ({r.status_code}): {detail}"
+
+
+async def post_http(args: argparse.Namespace, settings: Settings) -> int:
+    """Post through the gateway, then follow the request's progress stream."""
+    rid = args.request or f"R-{uuid.uuid4().hex[:12]}"
+    body: dict[str, object] = {
+        "request_id": rid, "market_id": args.market, "skill": args.skill,
+        "headcount": args.headcount, "wage_yuan_per_day": args.wage,
+        "deadline_min": args.deadline_min, "note": args.note,
+    }  # fmt: skip
+    if args.lon is not None:
+        body |= {"lon": args.lon, "lat": args.lat}
+    async with httpx.AsyncClient(base_url=gateway_url(args, settings), timeout=30) as http:
+        headers = await _login(http, args.market, args.key or os.environ.get(KEY_ENV))
+        r = await http.post(f"{API}/requests", json=body, headers=headers)
+        if r.status_code != 202:
+            raise KioskError(_refusal(r))
+        print(f"请求 / request {rid}: {args.headcount} × {args.skill} at {args.market}")
+        if args.no_watch:
+            return 0
+        return await _follow_http(http, headers, rid, time.monotonic())
+
+
+async def _follow_http(
+    http: httpx.AsyncClient, headers: dict[str, str], rid: str, started: float
+) -> int:
+    url = f"{API}/requests/{rid}/events"
+    async with http.stream("GET", url, headers=headers, timeout=None) as r:
+        if r.status_code != 200:
+            await r.aread()
+            raise KioskError(_refusal(r))
+        async for line in r.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = ev.REQUEST_EVENT.validate_json(line.removeprefix("data:").strip())
+            print(f"[{time.monotonic() - started:6.1f} s] {describe(msg)}", flush=True)
+            if isinstance(msg, FINAL):
+                return 0 if isinstance(msg, ev.RequestFilled) else 1
+    return 1
+
+
+async def cancel_http(args: argparse.Namespace, settings: Settings) -> int:
+    async with httpx.AsyncClient(base_url=gateway_url(args, settings), timeout=30) as http:
+        headers = await _login(http, args.market, args.key or os.environ.get(KEY_ENV))
+        url = f"{API}/requests/{args.request}/cancel"
+        r = await http.post(url, json={"reason": args.reason}, headers=headers)
+        if r.status_code != 202:
+            raise KioskError(_refusal(r))
+    print(f"cancel taken for {args.request}")
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    """The command through the gateway, or straight to Kafka with ``--direct``."""
+    if args.direct:
+        return asyncio.run((post if args.command == "post" else cancel)(args, settings))
+    try:
+        return asyncio.run((post_http if args.command == "post" else cancel_http)(args, settings))
+    except KioskError as e:
+        print(f"gig-kiosk: {e}", file=sys.stderr)
+    except httpx.TransportError as e:
+        print(f"gig-kiosk: the gateway cannot be reached ({type(e).__name__})", file=sys.stderr)
+    return 2
 
 
 def markets(args: argparse.Namespace) -> int:
@@ -154,10 +268,17 @@ def parser() -> argparse.ArgumentParser:
     po.add_argument("--lat", type=float, help="work place, if not at the market")
     po.add_argument("--request", help="request id (default: a new one)")
     po.add_argument("--note", default="", help="a note for the workers")
+    po.add_argument("--no-watch", action="store_true", help="post, then exit without following")
     ca = sub.add_parser("cancel", help="cancel a request; live offers are withdrawn")
     ca.add_argument("--market", required=True)
     ca.add_argument("--request", required=True)
     ca.add_argument("--reason", default="")
+    for sp in (po, ca):
+        sp.add_argument("--key", help=f"the station key (or {KEY_ENV}); `gig-token station …`")
+        sp.add_argument("--gateway", help=f"gateway URL (or {GATEWAY_ENV}; settings' host:port)")
+        sp.add_argument("--direct", action="store_true",
+                        help="operators only: publish straight to Kafka, bypassing the gateway's "
+                             "checks (no key needed)")  # fmt: skip
     mk = sub.add_parser("markets", help="list markets (id, kind, place, names)")
     mk.add_argument("--prefecture", help="prefecture code, e.g. 4301 for Changsha")
     return p
@@ -169,8 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "markets":
         sys.exit(markets(args))
     try:
-        run = post if args.command == "post" else cancel
-        sys.exit(asyncio.run(run(args, get_settings())))
+        sys.exit(_run(args, get_settings()))
     except ValidationError as e:
         sys.exit(f"gig-kiosk: the request is not valid: {e}")
 

@@ -3,10 +3,17 @@
 Every message carries ``v`` (schema version), ``type`` (the discriminator), ``event_id``
 (consumers deduplicate on it) and ``at_ms`` (when it happened, epoch milliseconds). Times are
 integer epoch milliseconds: cheap to parse on the hot path and exact under replay.
+
+Every field is bounded here, whatever its producer: floats are finite (a NaN would be written
+back as ``null`` and break every later read), strings and tuples have a maximum length, and
+times lie between 1970 and 2100. What depends on the reader's clock (a message from the
+future, a deadline days ahead) cannot be a schema rule: ``time_problem`` checks it, and the
+consumers call it at their edge.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -48,17 +55,31 @@ def _known_skill(value: str) -> str:
     return value
 
 
-Skill = Annotated[str, AfterValidator(_known_skill)]
-Id = Annotated[str, Field(min_length=1, max_length=140, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-Lon = Annotated[float, Field(ge=LON_MIN, le=LON_MAX)]
-Lat = Annotated[float, Field(ge=LAT_MIN, le=LAT_MAX)]
-EpochMs = Annotated[int, Field(ge=0)]
+# Absolute sanity bound of every time field: 2100-01-01T00:00:00Z. Anything later is a bug or
+# an attack (deadline_at_ms = 2**63 - 1 overflowed readers in other languages).
+EPOCH_MS_MAX: Final = 4_102_444_800_000
+TEXT_MAX: Final = 200  # notes and reasons a person reads
+
+# The enum is given to JSON Schema (OpenAPI, AsyncAPI) while the validator keeps its message.
+Skill = Annotated[
+    str, AfterValidator(_known_skill), Field(max_length=40, json_schema_extra={"enum": SKILLS})
+]
+ID_PATTERN: Final = r"^[A-Za-z0-9_.:\-]+$"
+ID_MAX: Final = 140
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Lon = Annotated[float, Field(ge=LON_MIN, le=LON_MAX, allow_inf_nan=False)]
+Lat = Annotated[float, Field(ge=LAT_MIN, le=LAT_MAX, allow_inf_nan=False)]
+Km = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+Score = Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)]
+EpochMs = Annotated[int, Field(ge=0, lt=EPOCH_MS_MAX)]
+Count = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
 class Message(BaseModel):
     """Common envelope of every message."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     v: Literal[1] = 1
     event_id: Id
@@ -76,12 +97,12 @@ class HireRequested(Message):
     market_id: Id
     skill: Skill
     headcount: int = Field(ge=1, le=50)
-    wage_yuan_per_day: float = Field(gt=0, le=5000)
+    wage_yuan_per_day: float = Field(gt=0, le=5000, allow_inf_nan=False)
     lon: Lon | None = None
     lat: Lat | None = None
     start_at_ms: EpochMs
     deadline_at_ms: EpochMs
-    note: str = Field("", max_length=200)
+    note: str = Field("", max_length=TEXT_MAX)
 
     @model_validator(mode="after")
     def _coherent(self) -> HireRequested:
@@ -98,7 +119,7 @@ class HireCancelled(Message):
     type: Literal["HireCancelled"] = "HireCancelled"
     request_id: Id
     market_id: Id
-    reason: str = Field("", max_length=200)
+    reason: str = Field("", max_length=TEXT_MAX)
 
 
 # --- worker-events topic (key: worker id) --------------------------------------------------
@@ -146,7 +167,7 @@ class OfferDeclined(Message):
     offer_id: Id
     request_id: Id
     worker_id: Id
-    reason: str = Field("", max_length=200)
+    reason: str = Field("", max_length=TEXT_MAX)
 
 
 # --- offers topic (key: worker id) ---------------------------------------------------------
@@ -161,12 +182,12 @@ class OfferMade(Message):
     worker_id: Id
     market_id: Id
     skill: Skill
-    wage_yuan_per_day: float
-    lon: float
-    lat: float
-    distance_km: float
-    score: float
-    wave: int
+    wage_yuan_per_day: float = Field(gt=0, le=5000, allow_inf_nan=False)
+    lon: Lon
+    lat: Lat
+    distance_km: Km
+    score: Score
+    wave: Count
     expires_at_ms: EpochMs
 
 
@@ -189,11 +210,11 @@ class OfferWithdrawn(Message):
 class CandidateNote(BaseModel):
     """One worker the dispatcher considered, and what it made of them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     worker_id: Id
-    distance_km: float
-    score: float
+    distance_km: Km
+    score: Score
     outcome: Literal["offered", "taken", "already_offered", "not_needed"]
 
 
@@ -202,15 +223,15 @@ class WaveSent(Message):
 
     type: Literal["WaveSent"] = "WaveSent"
     request_id: Id
-    wave: int
-    radius_km: float
-    candidates: tuple[CandidateNote, ...]
+    wave: Count
+    radius_km: Km
+    candidates: tuple[CandidateNote, ...] = Field(max_length=2000)
 
 
 class RadiusWidened(Message):
     type: Literal["RadiusWidened"] = "RadiusWidened"
     request_id: Id
-    radius_km: float
+    radius_km: Km
 
 
 class WorkerAssigned(Message):
@@ -218,29 +239,29 @@ class WorkerAssigned(Message):
     request_id: Id
     worker_id: Id
     offer_id: Id
-    assigned: int
-    headcount: int
+    assigned: Count
+    headcount: Count
 
 
 class RequestFilled(Message):
     type: Literal["RequestFilled"] = "RequestFilled"
     request_id: Id
-    headcount: int
-    offers_made: int
+    headcount: Count
+    offers_made: Count
 
 
 class RequestExpired(Message):
     type: Literal["RequestExpired"] = "RequestExpired"
     request_id: Id
-    assigned: int
-    headcount: int
-    offers_made: int
+    assigned: Count
+    headcount: Count
+    offers_made: Count
 
 
 class RequestCancelled(Message):
     type: Literal["RequestCancelled"] = "RequestCancelled"
     request_id: Id
-    assigned: int
+    assigned: Count
 
 
 class RequestRejected(Message):
@@ -248,7 +269,43 @@ class RequestRejected(Message):
 
     type: Literal["RequestRejected"] = "RequestRejected"
     request_id: Id
-    reason: str
+    reason: str = Field(max_length=1000)
+
+
+# --- bounds relative to the reader's clock --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBounds:
+    """How far ahead of the reader's clock a message's times may lie.
+
+    ``skew_ms``: a message's ``at_ms`` may be this far in the future (clocks of producers
+    differ a little). ``horizon_ms``: a start or deadline may be this far ahead of now.
+    """
+
+    skew_ms: int = 5 * 60_000
+    horizon_ms: int = 24 * 3600_000
+
+
+DEFAULT_TIME_BOUNDS: Final = TimeBounds()
+
+
+def time_problem(
+    msg: BaseModel, now_ms: int, bounds: TimeBounds = DEFAULT_TIME_BOUNDS
+) -> str | None:
+    """Why ``msg``'s times are unacceptable at ``now_ms``, or None when they are fine.
+
+    A pure check the consumers call at their edge; the schema itself only bounds times
+    absolutely (``EPOCH_MS_MAX``), since a model cannot know the reader's clock.
+    """
+    at = getattr(msg, "at_ms", None)
+    if isinstance(at, int) and at > now_ms + bounds.skew_ms:
+        return f"at_ms is {at - now_ms} ms in the future (at most {bounds.skew_ms} allowed)"
+    for name in ("start_at_ms", "deadline_at_ms"):
+        value = getattr(msg, name, None)
+        if isinstance(value, int) and value > now_ms + bounds.horizon_ms:
+            return f"{name} is more than {bounds.horizon_ms // 1000} s ahead"
+    return None
 
 
 # --- dead-letters topic (key: the original key) --------------------------------------------
@@ -272,21 +329,30 @@ class RequestStateSaved(BaseModel):
     state: str = Field(max_length=1_000_000)
 
 
+DEAD_LETTER_REASON_MAX: Final = 1000
+DEAD_LETTER_HEAD_MAX: Final = 4096
+
+
 class DeadLetter(BaseModel):
-    """A message a consumer could not take, kept whole with the reason."""
+    """A message a consumer could not take, with the reason. Bounded whatever the message, so a
+    dead letter can always be published: ``payload`` is the head of the original bytes (decoded
+    with replacement characters), ``payload_bytes`` and ``payload_sha256`` describe the whole
+    (absent in letters written before they existed)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     v: Literal[1] = 1
     type: Literal["DeadLetter"] = "DeadLetter"
     at_ms: EpochMs
-    consumer: str
-    source_topic: str
+    consumer: str = Field(max_length=100)
+    source_topic: str = Field(max_length=249)  # Kafka's own limit on topic names
     partition: int
     offset: int
-    key: str | None
-    reason: str
-    payload: str
+    key: str | None = Field(max_length=DEAD_LETTER_HEAD_MAX)
+    reason: str = Field(max_length=DEAD_LETTER_REASON_MAX)
+    payload: str = Field(max_length=DEAD_LETTER_HEAD_MAX)
+    payload_bytes: int | None = Field(None, ge=0)
+    payload_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 HireInbound = Annotated[HireRequested | HireCancelled, Field(discriminator="type")]

@@ -63,7 +63,7 @@ async def test_post_offer_accept_filled(
             posted = await http.post("/api/v1/requests", json=body, headers=station)
             assert posted.status_code == 202, posted.text
             again = await http.post("/api/v1/requests", json=body, headers=station)
-            assert again.status_code == 200 and again.json()["detail"] == "already posted"
+            assert again.status_code == 202 and again.json()["detail"] == "already posted"
 
             offer = await next_of(ws, "OfferMade")
             assert (offer["request_id"], offer["worker_id"]) == (rid, worker)
