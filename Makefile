@@ -6,14 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
+BROKERS ?= 1
 
-.PHONY: help install system-deps up down demo serve test test-fast bench lint format clean
+.PHONY: help install system-deps up down demo serve test test-fast chaos bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
-system-deps:  ## Debian packages (Redis, PostgreSQL, redis-tools, Chromium) where missing
-	@bash infra/scripts/system-deps.sh chromium
+system-deps:  ## Debian packages (Redis, PostgreSQL, kcat, Java, Maven, Chromium, CJK fonts) where missing
+	@bash infra/scripts/system-deps.sh chromium fonts-noto-cjk
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,8 @@ $(STAMP): pyproject.toml
 
 install: system-deps $(STAMP)  ## everything the project needs, once
 
-up: install  ## start the embedded stack (Tansu, Redis, PostgreSQL) and keep it running
-	$(BIN)/gig-stack up
+up: install  ## start the embedded stack (Apache Kafka, Redis, PostgreSQL); BROKERS=3 for three Kafka nodes
+	$(BIN)/gig-stack up --brokers $(BROKERS)
 
 down:  ## stop what `make up` started
 	@[ -x $(BIN)/gig-stack ] && $(BIN)/gig-stack down || true
@@ -34,12 +35,17 @@ demo: install  ## a morning of instant hire across the province, with a summary
 serve: install  ## the stack, dispatcher, presence and the gateway with its pages, until Ctrl-C
 	$(BIN)/gig-serve
 
-test: install  ## the whole suite on real services (starts what it needs)
+test: install  ## the whole suite on real services (starts what it needs); short chaos scenarios only
 	$(BIN)/python -m infra.stack services
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-fast: install  ## pure and in-memory tests only
 	$(BIN)/pytest -m "unit or (contract and not integration)" $(PYTEST_ARGS)
+
+chaos: install  ## full chaos and hostile-input suites, then the auditor; writes bench/results/{chaos,hostile}.*
+	$(BIN)/python -m infra.stack services
+	CHAOS_RESULTS=bench/results $(BIN)/pytest -m "chaos and slow" tests/chaos $(PYTEST_ARGS)
+	HOSTILE_RESULTS=bench/results $(BIN)/pytest -s tests/hostile/test_stream.py $(PYTEST_ARGS)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -11,7 +11,7 @@ TARGETS = (
     ("match: project ÷ Redis ceiling", ("match", "project_vs_ceiling"), 0.5, "≥"),
     ("e2e: max sustained requests/s", ("e2e", "max_sustained_requests_per_s"), 3000.0, "≥"),
     ("e2e: p99 at 1,000 requests/s (ms)", ("e2e", "latency_ms_at_1000_rps", "p99"), 50.0, "≤"),
-    ("presence: events/s", ("presence", "events_per_s"), 20000.0, "≥"),
+    ("presence: events/s", ("presence", "events_per_s"), 50000.0, "≥"),
     ("memory: Redis bytes per worker", ("memory", "redis_bytes_per_worker"), 150.0, "≤"),
 )
 
@@ -48,7 +48,61 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(result)]
     lines += ["", *size_table(result.get("sizes", [result]))]
+    lines += rebuild_table(result.get("rebuild", []))
+    lines += baseline_table(result, result.get("baseline"))
     return "\n".join(lines) + "\n"
+
+
+def rebuild_table(rows: list[dict[str, Any]]) -> list[str]:
+    """How long rebuilding an empty Redis from the log took (``bench.rebuild``)."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Rebuilding an empty Redis from the Kafka log:",
+        "",
+        "| workers | worker index (s) | worker events/s | requests | request store (s) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['workers']:,} | {r['worker_index_s']:.1f} | {r['worker_events_per_s']:,} "
+        f"| {r['requests']:,} | {r['request_store_s']:.1f} |"
+        for r in rows
+    ]
+    return lines
+
+
+BASELINE_FIGURES = (
+    ("e2e: max sustained requests/s", ("e2e", "max_sustained_requests_per_s")),
+    ("e2e: p50 at 100 requests/s (ms)", ("e2e", "latency_ms_at_100_rps", "p50")),
+    ("e2e: p99 at 100 requests/s (ms)", ("e2e", "latency_ms_at_100_rps", "p99")),
+    ("e2e: p50 at 1,000 requests/s (ms)", ("e2e", "latency_ms_at_1000_rps", "p50")),
+    ("e2e: p99 at 1,000 requests/s (ms)", ("e2e", "latency_ms_at_1000_rps", "p99")),
+    ("match: project decisions/s", ("match", "project_decisions_per_s")),
+    ("match: full decisions/s", ("match", "project_full_decisions_per_s")),
+)
+
+
+def baseline_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    """This run beside the same size of the baseline run (the earlier broker), if given."""
+    if not baseline:
+        return []
+    old = next((s for s in baseline.get("sizes", []) if s["workers"] == result["workers"]), None)
+    if old is None:
+        return []
+    lines = [
+        "",
+        f"Beside {baseline.get('label', 'the baseline')} ({baseline['run']['started']}), "
+        f"{result['workers']:,} workers (different days: compare with care):",
+        "",
+        "| figure | baseline | this run |",
+        "|---|---:|---:|",
+    ]
+    for label, path in BASELINE_FIGURES:
+        was, now = dig(old, path), dig(result, path)
+        if was is not None and now is not None:
+            lines.append(f"| {label} | {was:,.1f} | {now:,.1f} |")
+    return lines
 
 
 def size_table(sizes: list[dict[str, Any]]) -> list[str]:

@@ -6,8 +6,11 @@ For each size (10 k, 100 k and 1 M workers; ``--quick``: 100 k) it
    measuring presence events per second and Redis memory per worker;
 2. measures the match step side by side in rounds: the project's dispatcher, the naive
    baseline and the Redis ceiling (``redis-benchmark``);
-3. runs the pipeline end to end through a private Kafka broker with the dispatcher in a
-   process of its own: latency at 100 and 1,000 requests/s and the maximum sustained rate.
+3. runs the pipeline end to end through a private Apache Kafka node with the dispatcher in
+   processes of its own: latency at 100 and 1,000 requests/s and the maximum sustained rate;
+
+then times a rebuild of an empty Redis from the log (``bench.rebuild``) at 100 k and 1 M
+workers, and sets the last results measured on the previous broker (Tansu) beside these.
 
 Every key it writes is under its prefix and deleted afterwards. Ctrl-C stops it cleanly.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import platform
 import random
 import signal
@@ -30,7 +34,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench import e2e, match, report
+from bench import e2e, match, rebuild, report
 from bench.population import Province, check_ins, chunked, jobs
 from bench.profile import Sampler, summarise
 from bench.redisutil import delete_prefix, index_workers, memory_usage, used_memory
@@ -45,6 +49,7 @@ from producers.population import near
 RESULTS = Path(__file__).parent / "results"
 FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (100_000,)
+REBUILD_REQUESTS = 10_000  # request states in the log the rebuild benchmark reads back
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,7 @@ class Options:
     skip_e2e: bool
     profile: bool
     dispatchers: int
+    skip_rebuild: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -86,6 +92,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--skip-e2e", action="store_true", help="no Kafka end-to-end runs")
     p.add_argument(
+        "--skip-rebuild", action="store_true", help="no timing of a rebuild of Redis from the log"
+    )
+    p.add_argument(
         "--dispatchers",
         type=int,
         default=2,
@@ -102,7 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ceiling = min(a.ceiling_requests, 50_000) if a.quick else a.ceiling_requests
     return Options(
         sizes, a.rounds, a.match_requests, a.naive_requests, a.batch, ceiling, phase,
-        a.redis_url, a.pg_dsn, a.out, a.skip_e2e, a.profile, a.dispatchers,
+        a.redis_url, a.pg_dsn, a.out, a.skip_e2e, a.profile, a.dispatchers, a.skip_rebuild,
     )  # fmt: skip
 
 
@@ -325,6 +334,11 @@ async def main_async(opt: Options) -> dict[str, Any]:
         await redis.aclose()
     largest = dict(sizes[-1])
     largest["sizes"] = sizes
+    if not opt.skip_rebuild:
+        say("rebuilding an empty Redis from the log")
+        counts = [n for n in opt.sizes if n >= 100_000] or list(opt.sizes[-1:])
+        largest["rebuild"] = await rebuild.run(counts, REBUILD_REQUESTS, opt.redis_url)
+    largest["baseline"] = baseline()
     largest["run"] = {
         "started": started,
         "command": "python -m bench.run " + " ".join(sys.argv[1:]),
@@ -333,6 +347,15 @@ async def main_async(opt: Options) -> dict[str, Any]:
         "markets": len(province.markets),
     }
     return largest
+
+
+def baseline() -> dict[str, Any] | None:
+    """The last run on the previous development broker (Tansu), kept for comparison."""
+    path = RESULTS / "tansu-baseline.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return {"label": "the last run on Tansu", "run": data["run"], "sizes": data["sizes"]}
 
 
 def _cpus() -> int:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from consumers.backoff import until_stopped
@@ -191,18 +192,31 @@ def to_presence(msg: ev.WorkerCheckedIn | ev.WorkerLocated | ev.WorkerWentOfflin
 
 
 def presence_batch(
-    records: Sequence[ConsumerRecord[Any, Any]], markets: Mapping[str, Place]
+    records: Sequence[ConsumerRecord[Any, Any]],
+    markets: Mapping[str, Place],
+    now: int | None = None,
+    bounds: ev.TimeBounds = ev.DEFAULT_TIME_BOUNDS,
 ) -> tuple[list[Presence], list[Outgoing]]:
-    """Decode worker events: presence changes, and dead letters for the unusable ones."""
+    """Decode worker events: presence changes, and dead letters for the unusable ones (an
+    unknown market; with ``now``, a time too far ahead of it)."""
     decoded = decode(records, {WORKER_EVENTS: ev.WORKER_EVENT}, "presence")
     changes, dead = [], decoded.dead
     for record, msg in decoded.good:
-        market = getattr(msg, "market_id", None)
-        if market is not None and market not in markets:
-            dead.append(dead_letter(record, "presence", f"unknown market {market!r}"))
+        reason = _refused_presence(msg, markets, now, bounds)
+        if reason is not None:
+            dead.append(dead_letter(record, "presence", reason))
         else:
             changes.append(to_presence(msg))
     return changes, dead
+
+
+def _refused_presence(
+    msg: BaseModel, markets: Mapping[str, Place], now: int | None, bounds: ev.TimeBounds
+) -> str | None:
+    market = getattr(msg, "market_id", None)
+    if market is not None and market not in markets:
+        return f"unknown market {market!r}"
+    return None if now is None else ev.time_problem(msg, now, bounds)
 
 
 @until_stopped
@@ -217,13 +231,14 @@ async def run_presence(
     markets = await pg.market_places(settings.pg_dsn)
     redis = redis_client(settings)
     index = RedisWorkerIndex(redis, keys_for(settings))
+    bounds = time_bounds(settings.policy)  # how far ahead a worker event's time may lie
     guard = await whole_cache(settings, redis, markets)
     group = settings.presence_group
     clients = kafka_clients(settings, group, WORKER_EVENTS, stop=stop, health=health)
     async with clients as (consumer, pub):
 
         async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
-            changes, dead = presence_batch(records, markets)
+            changes, dead = presence_batch(records, markets, now_ms(), bounds)
             if changes:
                 await index.apply(changes)
             return await pub.send(dead)

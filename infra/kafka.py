@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -92,16 +93,23 @@ def make_consumer(
     )
 
 
+async def partitions(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of those of the topics that exist, from the cluster's metadata (a
+    consumer's own metadata may not list a topic's partitions until it subscribes)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        present = [t for t in topics if t in set(await admin.list_topics())]
+        described = await admin.describe_topics(present) if present else []
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+
+
 async def start_group_at_end(kafka: KafkaSettings, group: str, topics: tuple[str, ...]) -> None:
     """Commit the group's offsets at the topics' current ends, so that the group's first
     members read what is published from now on, however long they take to join."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    parts = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    parts = await partitions(kafka.bootstrap, topics)
     consumer = make_consumer(kafka, group_id=group)
     await consumer.start()
     try:

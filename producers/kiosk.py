@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from consumers.backoff import describe as why
 from consumers.joining import close
 from consumers.runtime import Outgoing, Publisher, now_ms, stop_on_signals
-from infra.kafka import make_producer
+from infra.kafka import make_producer, partitions
 from infra.markets import load_markets
 from infra.settings import Settings, get_settings
 from schemas import events as ev
@@ -50,7 +50,7 @@ async def follow(settings: Settings, request_id: str) -> AsyncIterator[ev.Reques
     )
     await consumer.start()
     try:
-        parts = sorted(consumer.partitions_for_topic(REQUEST_EVENTS) or {0})
+        parts = sorted(tp.partition for tp in await partitions(kafka.bootstrap, [REQUEST_EVENTS]))
         p = DefaultPartitioner()(request_id.encode(), parts, parts)
         tp = TopicPartition(REQUEST_EVENTS, p)
         consumer.assign([tp])

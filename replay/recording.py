@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from archive.records import ADAPTERS, ARCHIVED_TOPICS, row_of
 from archive.store import PgEventStore, Stored
 from consumers.journal import DispatchBatch
+from infra.kafka import partitions
 from infra.settings import Settings
 from schemas import events as ev
 from schemas import topics as tp
@@ -135,20 +136,16 @@ async def from_kafka(
     )  # fmt: skip
     await consumer.start()
     try:
-        items = await _read_all(consumer, [t for t in topics if t != tp.DEAD_LETTERS])
+        parts = await partitions(kafka.bootstrap, [t for t in topics if t != tp.DEAD_LETTERS])
+        items = await _read_all(consumer, sorted(parts))
     finally:
         await consumer.stop()
     return assemble(window, items)
 
 
-async def _read_all(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[Stored]:
-    known = await consumer.topics()  # also loads the partition metadata
-    parts = [
-        TopicPartition(t, p)
-        for t in topics
-        if t in known
-        for p in sorted(consumer.partitions_for_topic(t) or ())
-    ]
+async def _read_all(consumer: AIOKafkaConsumer, parts: list[TopicPartition]) -> list[Stored]:
+    if not parts:
+        return []
     consumer.assign(parts)
     await consumer.seek_to_beginning(*parts)
     ends = await consumer.end_offsets(parts)

@@ -87,7 +87,7 @@ async def test_bad_messages_are_dead_lettered_and_consumers_go_on(
         await eventually(lambda: _indexed(index), what="the valid check-in")
         await pub.publish([hire("R-good")])
         await eventually(lambda: _has_wave(seen, "R-good"), what="offers for the valid request")
-        await eventually(lambda: _letters(seen, len(BAD)), what="every dead letter")
+        await eventually(lambda: _letters(seen, len(BAD)), 90, what="every dead letter")
 
     letters = seen.of(ev.DeadLetter)
     for (topic, _, value, phrase), letter in zip(BAD, _in_send_order(letters, BAD), strict=True):

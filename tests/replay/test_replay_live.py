@@ -23,6 +23,7 @@ from archive.archiver import run_archiver
 from archive.records import ARCHIVED_TOPICS
 from consumers.runtime import now_ms
 from consumers.services import run_dispatcher, run_presence
+from infra.kafka import partitions
 from infra.keys import Keys
 from infra.markets import load_markets
 from infra.redis_index import RedisWorkerIndex
@@ -165,15 +166,10 @@ async def _keys(redis: Redis, prefix: str) -> dict[str, Any]:
 
 
 async def _offsets(s: Settings) -> dict[TopicPartition, int]:
+    parts = await partitions(s.kafka_bootstrap, ARCHIVED_TOPICS)
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
     await consumer.start()
     try:
-        await consumer.topics()
-        parts = [
-            TopicPartition(t, p)
-            for t in ARCHIVED_TOPICS
-            for p in consumer.partitions_for_topic(t) or ()
-        ]
         return dict(await consumer.end_offsets(parts))
     finally:
         await consumer.stop()
