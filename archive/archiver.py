@@ -5,7 +5,7 @@ appends a batch in one transaction with its position, then commits the Kafka off
 between the two means the batch comes again and adds nothing. Every few seconds it logs how
 many records it archived and how far behind the end of the log it is (its lag).
 
-It rides out outages like every consumer (``consumers.runtime``): a lost PostgreSQL connection
+It rides out outages like every consumer (``infra.consume``): a lost PostgreSQL connection
 is made again and the batch retried; a record that makes the store fail for good is
 dead-lettered and skipped rather than crashing the archiver on every restart.
 """
@@ -27,20 +27,15 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from archive.records import ARCHIVED_TOPICS, Row, as_raw, row_of
 from archive.store import PgEventStore, Position
-from consumers.backoff import describe, until_stopped
-from consumers.health import Health
-from consumers.joining import close, join_group, start_producer
-from consumers.runtime import (
-    RETRYABLE,
-    Publisher,
-    Resilience,
-    consume,
-    now_ms,
-    setup_logging,
-    stop_on_signals,
-)
 from infra import pg
+from infra.backoff import describe, until_stopped
+from infra.clock import now_ms
+from infra.consume import RETRYABLE, Resilience, consume
+from infra.health import Health
+from infra.joining import close, join_group, start_producer
 from infra.kafka import ensure_topics, make_consumer, make_producer
+from infra.process import setup_logging, stop_on_signals
+from infra.publish import Publisher
 from infra.settings import Settings, get_settings
 
 log = logging.getLogger("archiver")

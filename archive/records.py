@@ -13,10 +13,10 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from consumers.journal import DISPATCH_BATCH
-from consumers.runtime import explain
+from infra.decoding import explain
 from schemas import events as ev
 from schemas import topics
+from schemas.journal import DISPATCH_BATCH
 from schemas.topics import DISPATCH_JOURNAL
 
 ADAPTERS: Final[dict[str, TypeAdapter[Any]]] = {
@@ -134,8 +134,3 @@ def as_raw(row: Row, reason: str) -> Row:
 def ordered(rows: list[Row]) -> list[Row]:
     """Rows in archive order (topic, partition, offset)."""
     return sorted(rows, key=lambda r: (r.topic, r.part, r.kafka_offset))
-
-
-def payload_of(text: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(text)
-    return body

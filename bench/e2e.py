@@ -37,9 +37,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.population import Province
 from bench.profile import Sampler
-from consumers.runtime import now_ms
 from infra import pg
 from infra.broker import private_cluster
+from infra.clock import now_ms
 from infra.kafka import ensure_topics, make_producer
 from infra.settings import Settings
 from producers.load import make_request

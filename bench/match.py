@@ -34,7 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.population import Province, check_ins, chunked
-from consumers.dispatcher import Dispatcher
+from consumers.dispatching import Dispatcher
 from dispatch import core
 from dispatch.geo import cell_of
 from dispatch.model import Job, NewJob, Policy

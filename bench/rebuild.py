@@ -26,9 +26,10 @@ from aiokafka import AIOKafkaProducer
 
 from bench.population import Province, check_ins, jobs
 from bench.redisutil import delete_prefix
-from consumers.services import presence_batch, redis_client
+from consumers.services import presence_batch
 from dispatch.model import Offer, OfferStatus, RequestState, RequestStatus
 from infra.broker import private_cluster
+from infra.clients import redis_client
 from infra.kafka import ensure_topics
 from infra.keys import Keys
 from infra.ports import Presence

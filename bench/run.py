@@ -38,8 +38,8 @@ from bench import e2e, match, rebuild, report
 from bench.population import Province, check_ins, chunked, jobs
 from bench.profile import Sampler, summarise
 from bench.redisutil import delete_prefix, index_workers, memory_usage, used_memory
-from consumers.dispatcher import Dispatcher
-from consumers.services import policy_from, redis_client
+from consumers.dispatching import Dispatcher
+from infra.clients import policy_from, redis_client
 from infra.keys import Keys
 from infra.ports import Presence
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex

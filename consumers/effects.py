@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from consumers.runtime import Outgoing
 from dispatch import model as m
 from infra.ports import Envelope
+from infra.publish import Outgoing
 from schemas import events as ev
 from schemas.topics import DEAD_LETTERS, HIRE_REQUESTS, OFFER_RESPONSES, OFFERS, REQUEST_EVENTS
 

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from consumers.runtime import setup_logging
 from consumers.services import run_presence
+from infra.process import setup_logging
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from consumers.backoff import until_stopped
-from consumers.dispatcher import (
+from consumers.dispatching import (
     TIMERS_PER_BATCH,
     Dispatcher,
     Place,
@@ -27,60 +26,24 @@ from consumers.dispatcher import (
     time_bounds,
     translate,
 )
-from consumers.health import Health
-from consumers.joining import close, join_group, start_producer
 from consumers.journal import Journal
-from consumers.runtime import (
-    Durable,
-    Outgoing,
-    Publisher,
-    Resilience,
-    consume,
-    dead_letter,
-    decode,
-    now_ms,
-    stop_on_signals,
-)
-from dispatch.model import Policy
 from infra import pg
-from infra.kafka import make_consumer, make_producer
-from infra.keys import Keys
+from infra.backoff import until_stopped
+from infra.clients import kafka_clients, keys_for, policy_from, redis_client
+from infra.clock import now_ms
+from infra.consume import Durable, Resilience, consume
+from infra.decoding import dead_letter, decode
+from infra.health import Health
 from infra.ports import Presence
+from infra.process import stop_on_signals
+from infra.publish import Outgoing
 from infra.rebuild import CacheGuard
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
-from infra.settings import PolicySettings, Settings, get_settings
+from infra.settings import Settings, get_settings
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
 
 log = logging.getLogger(__name__)
-
-
-def policy_from(p: PolicySettings) -> Policy:
-    return Policy(
-        name=p.name,
-        offer_ttl_ms=int(p.offer_ttl_s * 1000),
-        radii_km=p.radii_km,
-        over_offer=p.over_offer,
-        search_count=p.search_count,
-        retry_idle_ms=int(p.retry_idle_s * 1000),
-    )
-
-
-def redis_client(settings: Settings) -> Redis:
-    # No per-reply socket timeout: the adapters bound each round trip instead (see
-    # infra.redis_index.ROUND_TRIP_TIMEOUT_S), which is much cheaper per command.
-    return Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        max_connections=64,
-        socket_timeout=None,
-        socket_connect_timeout=5.0,
-        socket_keepalive=True,
-    )
-
-
-def keys_for(settings: Settings) -> Keys:
-    return Keys(settings.key_prefix, settings.worker_buckets)
 
 
 async def whole_cache(settings: Settings, redis: Redis, markets: Mapping[str, Place]) -> CacheGuard:
@@ -91,38 +54,6 @@ async def whole_cache(settings: Settings, redis: Redis, markets: Mapping[str, Pl
     )
     await guard.ensure()
     return guard
-
-
-@contextlib.asynccontextmanager
-async def kafka_clients(
-    settings: Settings,
-    group: str,
-    *topics: str,
-    stop: asyncio.Event,
-    health: Health | None = None,
-) -> AsyncIterator[tuple[Any, Publisher]]:
-    """A producer and a consumer that joined ``group``, each start bounded by
-    ``kafka.join_timeout_s`` and retried; ``Stopped`` if ``stop`` comes first."""
-    kafka = settings.kafka_slice()
-    producer = await start_producer(
-        lambda: make_producer(kafka), stop, timeout_s=kafka.join_timeout_s, health=health
-    )
-    try:
-        consumer = await join_group(
-            lambda: make_consumer(kafka, *topics, group_id=group),
-            stop,
-            group=group,
-            timeout_s=kafka.join_timeout_s,
-            health=health,
-        )
-    except BaseException:
-        await close(producer)
-        raise
-    try:
-        yield consumer, Publisher(producer)
-    finally:
-        await close(consumer)
-        await close(producer)
 
 
 @until_stopped

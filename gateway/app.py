@@ -26,9 +26,6 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from consumers.health import Health
-from consumers.runtime import Publisher, now_ms
-from consumers.services import keys_for, redis_client
 from gateway import auth
 from gateway.asyncapi import document
 from gateway.auth import AuthError, Principal
@@ -54,8 +51,12 @@ from gateway.wire import (
     TokenOut,
 )
 from infra import pg
+from infra.clients import keys_for, redis_client
+from infra.clock import now_ms
+from infra.health import Health
 from infra.kafka import make_producer
 from infra.markets import load_markets
+from infra.publish import Publisher
 from infra.redis_index import RedisRequestStore
 from infra.settings import Settings, get_settings
 from schemas import events as ev

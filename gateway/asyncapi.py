@@ -17,9 +17,9 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from consumers.journal import DispatchBatch
 from schemas import events as ev
 from schemas import topics
+from schemas.journal import DispatchBatch
 
 BOOTSTRAP_PLACEHOLDER = "kafka:9092"
 

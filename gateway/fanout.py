@@ -6,7 +6,7 @@ the request histories in Redis, then publishes every message on its worker's or 
 pub/sub channel, so the process holding the socket or stream sends it on. Records it cannot
 decode go to the dead-letter topic.
 
-``run_fanout`` joins the group (bounded and retried, see ``consumers.joining``) and runs the
+``run_fanout`` joins the group (bounded and retried, see ``infra.joining``) and runs the
 shared consumer loop, which rides out Redis and Kafka outages and skips poison records.
 """
 
@@ -20,14 +20,17 @@ from typing import Any
 from aiokafka import ConsumerRecord
 from pydantic import TypeAdapter
 
-from consumers.backoff import until_stopped
-from consumers.health import Health
-from consumers.joining import close, join_group
-from consumers.runtime import Durable, Outgoing, Publisher, Resilience, consume, decode, now_ms
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
 from gateway.store import LiveOffers, RequestHistory
+from infra.backoff import until_stopped
+from infra.clock import now_ms
+from infra.consume import Durable, Resilience, consume
+from infra.decoding import decode
+from infra.health import Health
+from infra.joining import close, join_group
 from infra.kafka import make_consumer
+from infra.publish import Outgoing, Publisher
 from infra.settings import Settings
 from schemas import events as ev
 from schemas.topics import OFFERS, REQUEST_EVENTS

@@ -23,12 +23,13 @@ from pathlib import Path
 from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 
-from consumers.runtime import Outgoing, Publisher, now_ms
 from gateway import auth
 from gateway.serve import serving
 from infra import pg
 from infra.broker import private_cluster
+from infra.clock import now_ms
 from infra.kafka import ensure_topics, make_producer
+from infra.publish import Outgoing, Publisher
 from infra.settings import Settings
 from schemas import events as ev
 from schemas.topics import OFFERS

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from consumers.runtime import setup_logging, stop_on_signals
 from consumers.services import run_dispatcher, run_presence
 from gateway import auth
 from gateway.app import Parts, create_app
 from gateway.service import Gateway
 from infra import stack
+from infra.process import setup_logging, stop_on_signals
 from infra.settings import Settings
 
 log = logging.getLogger("gateway")

@@ -19,7 +19,6 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from consumers.runtime import Outgoing, explain
 from dispatch.model import OfferStatus, RequestState
 from gateway import auth
 from gateway.auth import Principal
@@ -34,6 +33,8 @@ from gateway.wire import (
     HireRequestIn,
     RequestView,
 )
+from infra.decoding import explain
+from infra.publish import Outgoing
 from infra.redis_index import RedisRequestStore
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from consumers.runtime import explain
 from gateway.auth import Principal
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
 from gateway.service import Conflict, Gateway
 from gateway.store import FINAL_EVENTS
 from gateway.wire import AnswerIn, AnswerOut
+from infra.decoding import explain
 
 KEEPALIVE_S = 15.0
 UNSUPPORTED_DATA = 1003

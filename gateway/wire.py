@@ -6,7 +6,7 @@ kiosk, a phone or a supervisor sends and receives.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,9 +118,6 @@ class AnswerIn(_In):
     type: Literal["accept", "decline"]
     offer_id: Id
     reason: str = Field("", max_length=200)
-
-
-SocketIn = Annotated[AnswerIn, Field(discriminator="type")]
 
 
 class AnswerOut(BaseModel):

@@ -101,7 +101,6 @@ class Settings(BaseSettings):
     worker_buckets: int = Field(16384, ge=1)
     dispatcher_group: str = "gig-dispatcher"
     presence_group: str = "gig-presence"
-    tick_interval_s: float = Field(0.1, gt=0)
 
     def kafka_slice(self) -> KafkaSettings:
         """Kafka settings with the bootstrap servers folded in."""

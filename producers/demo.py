@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from consumers.runtime import Publisher, now_ms, setup_logging, stop_on_signals
 from infra import stack
+from infra.clock import now_ms
 from infra.kafka import make_consumer, make_producer, start_group_at_end
 from infra.keys import Keys
 from infra.markets import load_markets
+from infra.process import setup_logging, stop_on_signals
+from infra.publish import Publisher
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import STACK_DIR, Settings
 from producers.load import post_morning

@@ -28,11 +28,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from consumers.backoff import describe as why
-from consumers.joining import close
-from consumers.runtime import Outgoing, Publisher, now_ms, stop_on_signals
+from infra.backoff import describe as why
+from infra.clock import now_ms
+from infra.joining import close
 from infra.kafka import make_producer, partitions
 from infra.markets import load_markets
+from infra.process import stop_on_signals
+from infra.publish import Outgoing, Publisher
 from infra.settings import Settings, get_settings
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, REQUEST_EVENTS

@@ -17,10 +17,12 @@ from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
 
-from consumers.backoff import describe
-from consumers.runtime import Outgoing, Publisher, now_ms, setup_logging, stop_on_signals
+from infra.backoff import describe
+from infra.clock import now_ms
 from infra.kafka import make_producer
 from infra.markets import Market, load_markets
+from infra.process import setup_logging, stop_on_signals
+from infra.publish import Outgoing, Publisher
 from infra.settings import get_settings
 from producers.population import MarketPicker, pick_headcount, pick_skill
 from schemas import events as ev

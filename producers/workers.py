@@ -18,9 +18,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from consumers.runtime import Outgoing, Publisher, now_ms, setup_logging, stop_on_signals
+from infra.clock import now_ms
 from infra.kafka import make_consumer, make_producer
 from infra.markets import Market, load_markets
+from infra.process import setup_logging, stop_on_signals
+from infra.publish import Outgoing, Publisher
 from infra.settings import Settings, get_settings
 from producers.population import MarketPicker, near, worker_skills
 from schemas import events as ev

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from archive.store import PgEventStore
-from consumers.services import policy_from
 from dispatch.model import Policy
+from infra.clients import policy_from
 from infra.markets import load_markets, load_prefectures
 from infra.settings import PolicySettings, Settings, get_settings
 from replay import outcomes as oc
@@ -88,7 +88,7 @@ async def timeline(args: argparse.Namespace, settings: Settings) -> str:
     reg = Registry()
     start, end = when(args.start) if args.start else 0, when(args.end) if args.end else 2**62
     if args.source == "kafka":
-        rec = await from_kafka(settings, Window(start, end, start, settings_ms(args)))
+        rec = await from_kafka(settings, Window(start, end, start, settle_ms(args)))
         msgs = _pick(
             args,
             rec.requests
@@ -112,8 +112,9 @@ async def timeline(args: argparse.Namespace, settings: Settings) -> str:
     return render(f"Timeline of {what}", msgs, ctx)
 
 
-def settings_ms(args: argparse.Namespace) -> int:
-    return int(args.settle_min * 60_000) if hasattr(args, "settle_min") else 15 * 60_000
+def settle_ms(args: argparse.Namespace) -> int:
+    """How long after the window the events of its requests are still read (``--settle-min``)."""
+    return int(args.settle_min * 60_000)
 
 
 def _pick(args: argparse.Namespace, msgs: list[Any]) -> list[Any]:
@@ -169,7 +170,7 @@ def load_policy(spec: str, recorded: Policy) -> Policy:
 
 async def recording(args: argparse.Namespace, settings: Settings) -> Recording:
     start, end = when(args.start), when(args.end)
-    window = Window(start, end, start - int(args.lookback_h * HOUR_MS))
+    window = Window(start, end, start - int(args.lookback_h * HOUR_MS), settle_ms(args))
     say(f"loading the recording from {'Kafka' if args.source == 'kafka' else 'the archive'} …")
     t0 = time.perf_counter()
     load = (
@@ -309,6 +310,13 @@ def _window_args(p: argparse.ArgumentParser, required: bool) -> None:
         choices=("pg", "kafka"),
         default="pg",
         help="read the PostgreSQL archive (default) or Kafka from the first offset",
+    )
+    p.add_argument(
+        "--settle-min",
+        type=float,
+        default=15.0,
+        metavar="MIN",
+        help="also read the events of the window's requests this many minutes after --to (15)",
     )
 
 

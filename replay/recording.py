@@ -18,11 +18,11 @@ from pydantic import BaseModel
 
 from archive.records import ADAPTERS, ARCHIVED_TOPICS, row_of
 from archive.store import PgEventStore, Stored
-from consumers.journal import DispatchBatch
 from infra.kafka import partitions
 from infra.settings import Settings
 from schemas import events as ev
 from schemas import topics as tp
+from schemas.journal import DispatchBatch
 from schemas.topics import DISPATCH_JOURNAL
 
 log = logging.getLogger("replay")

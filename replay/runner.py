@@ -22,13 +22,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from consumers.dispatcher import TIMERS_PER_BATCH, Place, job_from, ticks
-from consumers.journal import DispatchBatch, Journal, policy_of, to_input
+from consumers.dispatching import TIMERS_PER_BATCH, Place, job_from, ticks
+from consumers.journal import Journal, policy_of, to_input
 from dispatch.model import Answer, Cancel, Input, NewJob, Policy
 from infra.ports import Presence as PresenceChange
 from replay.recording import Presence, Recording
 from replay.sandbox import ExactIndex, sandbox
 from schemas import events as ev
+from schemas.journal import DispatchBatch
 
 POLL_MS = 50  # the live dispatcher polls Kafka every 50 ms
 Progress = Callable[[int, int, int], None]  # (done, total, virtual now ms)

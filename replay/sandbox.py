@@ -13,7 +13,7 @@ import heapq
 import math
 from collections.abc import Iterator, Sequence
 
-from consumers.dispatcher import Dispatcher
+from consumers.dispatching import Dispatcher
 from dispatch.geo import KM_PER_DEG_LAT, cell_of, cells_within
 from dispatch.model import Candidate, Policy, SearchSpec
 from infra.memory import MemoryRequestStore, MemoryWorkerIndex

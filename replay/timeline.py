@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
-from consumers.journal import DispatchBatch
 from schemas import events as ev
+from schemas.journal import DispatchBatch
 
 LOCAL: Final = timezone(timedelta(hours=8), "CST")  # China Standard Time, no daylight saving
 MAX_CANDIDATES: Final = 25

@@ -33,8 +33,3 @@ ALL_TOPICS: Final = (
 )
 # Topics whose log keeps the latest record per key rather than every record.
 COMPACTED: Final = (REQUEST_STATE,)
-
-
-def key(value: str) -> bytes:
-    """The Kafka key for a request id or a worker id."""
-    return value.encode()

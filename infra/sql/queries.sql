@@ -96,7 +96,3 @@ SELECT topic, part, kafka_offset, kafka_ts_ms, payload::text AS payload
 FROM event_log
 WHERE error IS NULL AND topic = ANY($3::text[]) AND at_ms BETWEEN $1 AND $2
 ORDER BY at_ms, id;
-
--- name: market_registry
-SELECT m.market_id, m.name_en, m.prefecture_code, p.name_en AS prefecture_en, m.lon, m.lat
-FROM markets m JOIN prefectures p ON p.code = m.prefecture_code;

@@ -12,8 +12,8 @@ import pytest
 
 from archive import archiver, records
 from archive.store import PgEventStore
-from consumers.runtime import Outgoing
 from infra.kafka import ensure_topics
+from infra.publish import Outgoing
 from infra.settings import Settings
 from schemas import events as ev
 from tests.conftest import eventually

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from archive.records import row_of
-from consumers.journal import DISPATCH_BATCH, Journal, to_input
+from consumers.journal import Journal, to_input
 from dispatch.model import Answer, Cancel, Job, NewJob, Policy, Tick
 from schemas import topics as tp
+from schemas.journal import DISPATCH_BATCH
 
 pytestmark = pytest.mark.unit
 

@@ -34,12 +34,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from consumers.runtime import Outgoing, Publisher, now_ms
 from infra import audit, pg, stack
 from infra.broker import KafkaCluster, private_cluster
+from infra.clock import now_ms
 from infra.kafka import ensure_topics, make_consumer, make_producer
 from infra.keys import Keys
 from infra.markets import Market, load_markets
+from infra.publish import Outgoing, Publisher
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import KafkaSettings, PolicySettings, Settings
 from producers.population import near

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 from pydantic import SecretStr
 
-from consumers.runtime import Outgoing
 from gateway import auth
 from gateway.serve import Running, serving
 from gateway.service import Sink
+from infra.publish import Outgoing
 from infra.settings import Settings
 
 MARKET = "G4301001"

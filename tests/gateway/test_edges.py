@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from consumers.services import keys_for
 from dispatch.model import Job, RequestState
 from gateway import auth
 from gateway.serve import Running, serving
+from infra.clients import keys_for
 from infra.settings import Settings
 from infra.state_codec import dump_state
 from producers import kiosk

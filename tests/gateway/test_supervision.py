@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from consumers.runtime import Outgoing
 from gateway.app import Parts
 from gateway.serve import Running
+from infra.publish import Outgoing
 from infra.settings import Settings
 from schemas import events as ev
 from schemas.topics import OFFERS

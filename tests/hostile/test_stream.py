@@ -29,9 +29,10 @@ from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 from redis.asyncio import Redis
 
 from archive.archiver import run_archiver
-from consumers.runtime import Outgoing, now_ms
 from consumers.services import run_dispatcher, run_presence
+from infra.clock import now_ms
 from infra.keys import Keys
+from infra.publish import Outgoing
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import Settings
 from producers.workers import Behaviour

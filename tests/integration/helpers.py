@@ -13,8 +13,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
-from consumers.runtime import Outgoing, Publisher, now_ms
+from infra.clock import now_ms
 from infra.kafka import make_consumer, make_producer
+from infra.publish import Outgoing, Publisher
 from infra.settings import Settings
 from producers.workers import Behaviour, Crowd
 from schemas import events as ev

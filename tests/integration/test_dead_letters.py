@@ -8,8 +8,8 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from consumers.runtime import now_ms
 from consumers.services import run_dispatcher, run_presence
+from infra.clock import now_ms
 from infra.kafka import make_producer
 from infra.keys import Keys
 from infra.redis_index import RedisWorkerIndex

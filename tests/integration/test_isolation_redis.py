@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from consumers.dispatcher import Dispatcher, Handled
+from consumers.dispatching import Dispatcher, Handled
 from dispatch.model import Answer, Input, Job, NewJob, Policy
 from infra.keys import REQUEST_STATE_TTL_MAX_MS, Keys
 from infra.ports import Presence

@@ -16,13 +16,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from consumers.backoff import Stopped
-from consumers.health import Health
-from consumers.joining import join_group
-from consumers.runtime import Durable, Outgoing, Resilience, consume
-from consumers.services import kafka_clients, keys_for, presence_batch, redis_client
+from consumers.services import presence_batch
 from infra import pg, stack
+from infra.backoff import Stopped
+from infra.clients import kafka_clients, keys_for, redis_client
+from infra.consume import Durable, Resilience, consume
+from infra.health import Health
+from infra.joining import join_group
 from infra.kafka import make_consumer
+from infra.publish import Outgoing
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import KafkaSettings, Settings
 from schemas.topics import WORKER_EVENTS
@@ -137,7 +139,7 @@ async def test_presence_rides_out_a_redis_restart_and_indexes_every_check_in(
     s = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
     before = [checkin(f"w-before-{i}", 113.0 + i / 100, 28.2) for i in range(5)]
     during = [checkin(f"w-during-{i}", 113.0 + i / 100, 28.3) for i in range(20)]
-    caplog.set_level(logging.INFO, "consumers.backoff")
+    caplog.set_level(logging.INFO, "infra.backoff")
     procs = [start_redis(port, tmp_path / "redis-1")]
     client = Redis.from_url(s.redis_url, decode_responses=True)
     index = RedisWorkerIndex(client, keys_for(s))
@@ -155,6 +157,6 @@ async def test_presence_rides_out_a_redis_restart_and_indexes_every_check_in(
         for proc in procs:
             if proc.poll() is None:
                 stop_redis(proc)
-    waits = [r.getMessage() for r in caplog.records if r.name == "consumers.backoff"]
+    waits = [r.getMessage() for r in caplog.records if r.name == "infra.backoff"]
     assert any("presence" in w and "retrying in" in w for w in waits), waits
     assert any("working again" in w for w in waits), waits

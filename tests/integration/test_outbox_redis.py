@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from consumers.dispatcher import Dispatcher, Handled
+from consumers.dispatching import Dispatcher, Handled
 from dispatch.model import Answer, Job, NewJob, Policy, RequestStatus, Tick
 from infra.keys import Keys
 from infra.ports import Presence

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import pytest
 from redis.asyncio import Redis
 
-from consumers.dispatcher import Dispatcher, job_from
-from consumers.runtime import Outgoing, now_ms
-from consumers.services import policy_from, run_dispatcher, run_presence
+from consumers.dispatching import Dispatcher, job_from
+from consumers.services import run_dispatcher, run_presence
 from dispatch.model import NewJob
 from infra import pg
+from infra.clients import policy_from
+from infra.clock import now_ms
 from infra.keys import Keys
+from infra.publish import Outgoing
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
 from infra.settings import Settings
 from schemas import events as ev

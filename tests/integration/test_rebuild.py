@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from consumers.runtime import Outgoing, now_ms
 from consumers.services import run_dispatcher, run_presence
 from dispatch.model import Job, Offer, OfferStatus, RequestState, RequestStatus
+from infra.clock import now_ms
 from infra.keys import ASSIGNED_PREFIX, Keys
+from infra.publish import Outgoing
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
 from infra.settings import Settings
 from infra.state_codec import dump_state

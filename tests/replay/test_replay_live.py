@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 
 from archive.archiver import run_archiver
 from archive.records import ARCHIVED_TOPICS
-from consumers.runtime import now_ms
 from consumers.services import run_dispatcher, run_presence
+from infra.clock import now_ms
 from infra.kafka import partitions
 from infra.keys import Keys
 from infra.markets import load_markets

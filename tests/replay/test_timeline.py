@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from replay import cli
 from replay.timeline import Context, render
 from schemas import events as ev
 
@@ -32,3 +33,11 @@ def test_withdrawals_give_their_reason() -> None:
     w = ev.OfferWithdrawn(event_id="ow", at_ms=1, offer_id="R1:W1", request_id="R1",
                           worker_id="W1", reason="expired")  # fmt: skip
     assert "lapsed: no answer within the offer window" in render("t", [w], Context({}))
+
+
+def test_the_settle_window_after_to_is_an_option_of_every_windowed_command() -> None:
+    """``--settle-min`` (15 by default) is how long after ``--to`` a request's events are read."""
+    default = cli.parser().parse_args(["timeline", "--request", "R1", "--source", "kafka"])
+    assert cli.settle_ms(default) == 15 * 60_000
+    run = cli.parser().parse_args(["run", "--from", "1", "--to", "2", "--settle-min", "2.5"])
+    assert cli.settle_ms(run) == 150_000

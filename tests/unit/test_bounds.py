@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from consumers import journal
-from consumers.dispatcher import time_bounds, to_input
+from consumers.dispatching import time_bounds, to_input
 from dispatch import core
 from dispatch.model import Cancel, Job, NewJob, Policy
 from infra.settings import PolicySettings

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.dispatcher import Dispatcher
+from consumers.dispatching import Dispatcher
 from dispatch.geo import haversine_km
 from dispatch.model import Answer, Cancel, Input, Job, NewJob, OfferStatus, Policy, Tick
 from infra.memory import MemoryRequestStore, MemoryWorkerIndex

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from consumers.dispatcher import Dispatcher, Handled
+from consumers.dispatching import Dispatcher, Handled
 from dispatch import core
 from dispatch.model import Answer, Cancel, Input, Job, NewJob, Policy, RequestState
 from infra.memory import MemoryRequestStore, MemoryWorkerIndex

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from consumers.dispatcher import Dispatcher, Handled
-from consumers.runtime import Outgoing
+from consumers.dispatching import Dispatcher, Handled
 from dispatch.model import Answer, Job, NewJob, Policy, RequestStatus, Tick
 from infra.memory import MemoryRequestStore, MemoryWorkerIndex
 from infra.ports import Presence
+from infra.publish import Outgoing
 from infra.redis_index import TIMER_LEASE_MS
 from schemas import events as ev
 from schemas.topics import OFFERS, REQUEST_EVENTS, REQUEST_STATE

@@ -14,8 +14,11 @@ import pytest
 from aiokafka.errors import CommitFailedError, KafkaTimeoutError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from consumers import backoff, joining, runtime
-from consumers.health import Health
+from infra import backoff, joining
+from infra.consume import Durable, Resilience, consume
+from infra.decoding import dead_letter, decode, payload_head
+from infra.health import Health
+from infra.publish import Outgoing, Publisher
 from schemas import events as ev
 
 pytestmark = pytest.mark.unit
@@ -62,9 +65,9 @@ class Sink:
     """Collects dead letters as a publisher would send them."""
 
     def __init__(self) -> None:
-        self.sent: list[runtime.Outgoing] = []
+        self.sent: list[Outgoing] = []
 
-    async def send(self, messages: list[runtime.Outgoing]) -> None:
+    async def send(self, messages: list[Outgoing]) -> None:
         self.sent.extend(messages)
 
     def letters(self) -> list[ev.DeadLetter]:
@@ -100,7 +103,7 @@ async def test_a_lasting_failure_is_logged_every_few_seconds_not_per_attempt(
     now = [0.0]
     health = Health()
     retry = backoff.Retrying("thing", asyncio.Event(), health, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, "consumers.backoff"):
+    with caplog.at_level(logging.WARNING, "infra.backoff"):
         for _ in range(20):  # 20 failures in 2 s: one line
             assert await retry.wait(RedisConnectionError("down"))
             now[0] += 0.1
@@ -130,8 +133,8 @@ async def test_a_batch_failing_for_a_while_is_handled_once_it_works_and_nothing_
         if records:
             done.append(values(records))
 
-    resilience = runtime.Resilience(health=health)
-    await runtime.consume(consumer, handler, stop, resilience=resilience)  # type: ignore[arg-type]
+    resilience = Resilience(health=health)
+    await consume(consumer, handler, stop, resilience=resilience)  # type: ignore[arg-type]
     assert done == [[b"a", b"b"], [b"c"]]
     assert consumer.commits[-1] == {"tp": 3}
     assert health.state == "ok"
@@ -147,7 +150,7 @@ async def test_stop_during_a_long_backoff_returns_promptly(monkeypatch: pytest.M
         failed.set()
         raise RedisConnectionError("down")
 
-    task = asyncio.create_task(runtime.consume(consumer, handler, stop))  # type: ignore[arg-type]
+    task = asyncio.create_task(consume(consumer, handler, stop))  # type: ignore[arg-type]
     await failed.wait()
     stop.set()
     await asyncio.wait_for(task, 30)  # an hour's backoff, cut short
@@ -158,15 +161,15 @@ async def test_a_failed_publish_is_sent_again_with_the_same_bytes() -> None:
     stop = asyncio.Event()
     consumer = Consumer([[b"a"]], stop, ends=False)
     producer = FlakyProducer(fail_first=2)
-    publisher = runtime.Publisher(producer)  # type: ignore[arg-type]
+    publisher = Publisher(producer)  # type: ignore[arg-type]
     msg = ev.WorkerWentOffline(event_id="wo:1", at_ms=1, worker_id="w1")
 
-    async def handler(records: list[Any]) -> runtime.Durable:
+    async def handler(records: list[Any]) -> Durable:
         if consumer.commits:
             stop.set()
-        return await publisher.send([runtime.Outgoing(T, "w1", msg)] if records else [])
+        return await publisher.send([Outgoing(T, "w1", msg)] if records else [])
 
-    await runtime.consume(consumer, handler, stop)  # type: ignore[arg-type]
+    await consume(consumer, handler, stop)  # type: ignore[arg-type]
     assert len(producer.sent) == 3 and len(set(producer.sent)) == 1  # same event id each time
     assert consumer.commits == [{"tp": 1}]
 
@@ -180,7 +183,7 @@ async def test_a_commit_refused_after_a_rebalance_is_survived() -> None:
     async def handler(records: list[Any]) -> None:
         done.extend(values(records))
 
-    await runtime.consume(consumer, handler, stop)  # type: ignore[arg-type]
+    await consume(consumer, handler, stop)  # type: ignore[arg-type]
     assert done == [b"a", b"b"]
     assert consumer.commits == [{"tp": 2}]  # the first was refused, the loop went on
 
@@ -222,7 +225,7 @@ class Boom:
 
 def test_any_decoding_failure_makes_a_dead_letter_with_a_readable_reason() -> None:
     records = [Record(v, i) for i, v in enumerate([b"ok1", b"deep", b"huge", b"text", b"ok2"])]
-    decoded = runtime.decode(records, {T: Boom()}, "test")  # type: ignore[dict-item]
+    decoded = decode(records, {T: Boom()}, "test")  # type: ignore[dict-item]
     assert [msg for _, msg in decoded.good] == ["ok1", "ok2"]
     reasons = [m.message.reason for m in decoded.dead]  # type: ignore[attr-defined]
     assert ["RecursionError" in reasons[0], "OverflowError" in reasons[1]] == [True, True]
@@ -231,14 +234,14 @@ def test_any_decoding_failure_makes_a_dead_letter_with_a_readable_reason() -> No
 
 def test_deeply_nested_json_is_a_dead_letter() -> None:
     raw = b"[" * 100_000 + b"]" * 100_000
-    decoded = runtime.decode([Record(raw, 0)], {T: ev.WORKER_EVENT}, "test")
+    decoded = decode([Record(raw, 0)], {T: ev.WORKER_EVENT}, "test")
     assert not decoded.good and len(decoded.dead) == 1
 
 
 def test_a_huge_nul_payload_makes_a_small_dead_letter() -> None:
     raw = b"\x00" * 200_000
     record = Record(raw, 7, key=b"\x00" * 100_000)
-    letter = runtime.dead_letter(record, "dispatcher", "x" * 50_000)  # type: ignore[arg-type]
+    letter = dead_letter(record, "dispatcher", "x" * 50_000)  # type: ignore[arg-type]
     body = letter.message.model_dump_json().encode()
     assert len(body) < 16 * 1024
     assert len(letter.key.encode()) < 2048
@@ -251,7 +254,7 @@ def test_a_huge_nul_payload_makes_a_small_dead_letter() -> None:
 
 @pytest.mark.parametrize("raw", [b"", b"plain", 'héllo\n"q"'.encode(), b"\xff\xfe" * 5000])
 def test_the_head_of_a_payload_fits_its_budget_in_json(raw: bytes) -> None:
-    head = runtime.payload_head(raw, 100)
+    head = payload_head(raw, 100)
     assert len(json.dumps(head, ensure_ascii=False).encode()) <= 102  # the quotes aside
     assert raw.decode(errors="replace").startswith(head)
 
@@ -267,8 +270,8 @@ async def test_a_record_failing_for_good_is_dead_lettered_and_the_rest_handled()
             raise ValueError("Redis refused the value")
         handled.extend(values(records))
 
-    resilience = runtime.Resilience("test", sink)
-    await runtime.consume(consumer, handler, stop, resilience=resilience)  # type: ignore[arg-type]
+    resilience = Resilience("test", sink)
+    await consume(consumer, handler, stop, resilience=resilience)  # type: ignore[arg-type]
     assert sorted(handled) == [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
     [letter] = sink.letters()
     assert (letter.offset, letter.payload) == (2, "poison")
@@ -288,8 +291,8 @@ async def test_a_handler_failing_without_records_too_keeps_the_batch() -> None:
             stop.set()
         raise TypeError("a bug in the timers, not in the records")
 
-    resilience = runtime.Resilience("test", sink)
-    await runtime.consume(consumer, handler, stop, resilience=resilience)  # type: ignore[arg-type]
+    resilience = Resilience("test", sink)
+    await consume(consumer, handler, stop, resilience=resilience)  # type: ignore[arg-type]
     assert sink.sent == [] and consumer.commits == []
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from consumers import backoff, runtime
+from infra import backoff
+from infra.consume import Durable, consume
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +58,7 @@ async def test_each_batch_is_committed_after_its_handler_and_outages_are_retried
             raise e
         seen.append(values)
 
-    await runtime.consume(consumer, handler, stop)  # type: ignore[arg-type]
+    await consume(consumer, handler, stop)  # type: ignore[arg-type]
     assert seen == [["a", "b"], ["c"], []]
     assert consumer.commits == 2
     assert consumer.committed == {"tp": 3}  # the next offset to read
@@ -69,7 +70,7 @@ async def test_a_batch_is_committed_only_after_its_messages_are_acknowledged() -
     acks: list[asyncio.Future[None]] = []
     both_handled = asyncio.Event()
 
-    async def handler(records: list[Any]) -> runtime.Durable:
+    async def handler(records: list[Any]) -> Durable:
         if not records:
             return None
         acks.append(asyncio.get_running_loop().create_future())
@@ -77,7 +78,7 @@ async def test_a_batch_is_committed_only_after_its_messages_are_acknowledged() -
             both_handled.set()
         return acks[-1]
 
-    task = asyncio.create_task(runtime.consume(consumer, handler, stop))  # type: ignore[arg-type]
+    task = asyncio.create_task(consume(consumer, handler, stop))  # type: ignore[arg-type]
     await both_handled.wait()  # the second batch is handled while the first waits for its ack
     assert consumer.commits == 0
     acks[0].set_result(None)
@@ -99,5 +100,5 @@ async def test_a_lasting_outage_is_waited_out_until_stopped_without_committing()
             stop.set()
         raise RedisConnectionError("down")
 
-    await runtime.consume(consumer, handler, stop)  # type: ignore[arg-type]
+    await consume(consumer, handler, stop)  # type: ignore[arg-type]
     assert calls == 50 and consumer.commits == 0

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from consumers.runtime import explain
+from infra.decoding import explain
 from schemas import events as ev
 
 pytestmark = pytest.mark.unit

@@ -8,15 +8,12 @@ reason is kept up to date.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from infra.clock import now_ms
+
 State = Literal["ok", "degraded", "joining"]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -25,11 +22,11 @@ class Health:
 
     state: State = "joining"
     reason: str = "starting"
-    since_ms: int = field(default_factory=_now_ms)
+    since_ms: int = field(default_factory=now_ms)
 
     def set(self, state: State, reason: str = "") -> None:
         if state != self.state:
-            self.state, self.since_ms = state, _now_ms()
+            self.state, self.since_ms = state, now_ms()
         self.reason = reason
 
     def ok(self) -> None:

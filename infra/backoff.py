@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from consumers.health import Health
+from infra.health import Health
 
 T = TypeVar("T")
 P = ParamSpec("P")
-log = logging.getLogger("consumers.backoff")
+log = logging.getLogger(__name__)
 LOG_EVERY_S = 5.0  # a lasting outage is logged this often, not on every attempt
 REASON_CHARS = 300
 

@@ -1,5 +1,5 @@
-"""The shared consumer loop: batched reads, decoding at the edge, dead letters, commits, and
-riding out outages and poison records.
+"""The shared consumer loop: batched reads, dead letters, commits, and riding out outages and
+poison records (decoding is ``infra.decoding``, publishing ``infra.publish``).
 
 Every consumer reads batches with ``getmany``, decodes each record with a pydantic adapter,
 sends anything it cannot decode to the dead-letter topic with the reason, hands the rest to its
@@ -20,28 +20,21 @@ harmless because every handler is idempotent, and that is what makes the rules b
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import itertools
 import logging
-import signal
-import time
-from bisect import bisect_right
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis import exceptions as redis_errors
 
-from consumers.backoff import Retrying, Stopped, describe, unless_stopped
-from consumers.health import Health
-from schemas.events import DEAD_LETTER_HEAD_MAX, DEAD_LETTER_REASON_MAX, DeadLetter
-from schemas.topics import DEAD_LETTERS
+from infra.backoff import Retrying, Stopped, describe, unless_stopped
+from infra.decoding import dead_letter
+from infra.health import Health
+from infra.publish import Acks, Outgoing
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 # Failures of a service that may come back (a Redis restart, a broker hiccup): the batch is
 # retried as a whole, which is safe because every handler is idempotent.
@@ -69,199 +62,11 @@ STOP_GRACE_S = 3.0  # on stop, the batch in hand gets this long to finish and co
 # aiokafka retries a commit by itself while the coordinator is away, without a word: past this
 # the loop says so, and tries again.
 COMMIT_TIMEOUT_S = 15.0
-KEY_HEAD_BYTES = 256
-
-
-def now_ms() -> int:
-    """Wall-clock epoch milliseconds: the live clock the shell hands the core."""
-    return int(time.time() * 1000)
 
 
 def retryable(error: BaseException, kinds: tuple[type[BaseException], ...] = RETRYABLE) -> bool:
     """Whether the same work may succeed later, unchanged."""
     return isinstance(error, kinds) and not isinstance(error, PERMANENT)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message to publish: topic, key, and the model that becomes its JSON value."""
-
-    topic: str
-    key: str
-    message: BaseModel
-
-
-@dataclass
-class Delivery:
-    """What the broker acknowledged of some messages, and why the rest failed."""
-
-    acknowledged: list[Outgoing] = field(default_factory=list)
-    failed: list[tuple[Outgoing, str]] = field(default_factory=list)
-
-
-class Acks:
-    """Completes when the broker has acknowledged every message of a send; the failed ones can
-    be sent again, as the same bytes (so with the same event ids)."""
-
-    def __init__(
-        self,
-        producer: AIOKafkaProducer,
-        messages: Sequence[Outgoing],
-        wire: Sequence[tuple[str, bytes, bytes]],
-        futures: Sequence[asyncio.Future[Any]],
-    ) -> None:
-        self.producer, self.messages, self.wire, self.futures = producer, messages, wire, futures
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self._all().__await__()
-
-    async def _all(self) -> None:
-        await asyncio.wait(self.futures)
-        for f in self.futures:
-            f.result()  # the first failure, if any
-
-    async def settled(self) -> Delivery:
-        """Wait for every acknowledgement; what came and what failed, with reasons."""
-        await asyncio.wait(self.futures)
-        out = Delivery()
-        for m, f in zip(self.messages, self.futures, strict=True):
-            error = f.exception() if not f.cancelled() else asyncio.CancelledError()
-            if error is None:
-                out.acknowledged.append(m)
-            else:
-                out.failed.append((m, describe(error)))
-        return out
-
-    async def resend(self) -> Acks | None:
-        """Send again what was not acknowledged."""
-        again = [i for i, f in enumerate(self.futures) if not _acknowledged(f)]
-        if not again:
-            return None
-        return await _send(
-            self.producer, [self.messages[i] for i in again], [self.wire[i] for i in again]
-        )
-
-
-def _acknowledged(f: asyncio.Future[Any]) -> bool:
-    return f.done() and not f.cancelled() and f.exception() is None
-
-
-async def _send(
-    producer: AIOKafkaProducer,
-    messages: Sequence[Outgoing],
-    wire: Sequence[tuple[str, bytes, bytes]],
-) -> Acks:
-    futures = [await producer.send(topic, value, key=key) for topic, key, value in wire]
-    return Acks(producer, messages, wire, futures)
-
-
-class Publisher:
-    """Publishes outgoing messages on Kafka."""
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = producer
-
-    async def send(self, messages: Sequence[Outgoing]) -> Acks | None:
-        """Hand the messages to the producer; return what completes when the broker has them."""
-        if not messages:
-            return None
-        wire = [(m.topic, m.key.encode(), m.message.model_dump_json().encode()) for m in messages]
-        return await _send(self.producer, messages, wire)
-
-    async def publish(self, messages: Sequence[Outgoing]) -> None:
-        """Send the messages and wait until the broker has them all (raises the first failure)."""
-        pending = await self.send(messages)
-        if pending is not None:
-            await pending
-
-    async def deliver(self, messages: Sequence[Outgoing]) -> Delivery:
-        """Send the messages and report what the broker acknowledged (never raises for a
-        message the broker refused; raises if the producer refuses to take one)."""
-        pending = await self.send(messages)
-        return Delivery() if pending is None else await pending.settled()
-
-
-def explain(error: ValidationError) -> str:
-    """A one-line reason a person can act on."""
-    parts = []
-    for e in error.errors(include_url=False)[:5]:
-        # pydantic names validator wrappers in the path ("function-after[...]"): drop them.
-        where = ".".join(str(x) for x in e["loc"] if "[" not in str(x)) or "message"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
-
-
-def _json_cost(c: str) -> int:
-    """Bytes one character takes in a JSON string (control characters become \\u00XX)."""
-    if c in '"\\':
-        return 2
-    if c < " ":
-        return 2 if c in "\b\f\n\r\t" else 6
-    return len(c.encode())
-
-
-def payload_head(raw: bytes, budget: int = DEAD_LETTER_HEAD_MAX) -> str:
-    """The start of ``raw`` as text whose JSON encoding takes at most ``budget`` bytes."""
-    text = raw[:budget].decode(errors="replace")
-    spent = list(itertools.accumulate(_json_cost(c) for c in text))
-    return text[: bisect_right(spent, budget)]
-
-
-def _bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def dead_letter(record: ConsumerRecord[Any, Any], consumer: str, reason: str) -> Outgoing:
-    """The dead letter of a record: bounded whatever the record, so it can always be sent."""
-    raw = record.value or b""
-    key = payload_head(record.key, KEY_HEAD_BYTES) if record.key else None
-    letter = DeadLetter(
-        at_ms=now_ms(),
-        consumer=consumer[:100],
-        source_topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=key,
-        reason=_bounded(reason, DEAD_LETTER_REASON_MAX),
-        payload=payload_head(raw),
-        payload_bytes=len(raw),
-        payload_sha256=hashlib.sha256(raw).hexdigest(),
-    )
-    return Outgoing(DEAD_LETTERS, key or f"{record.topic}:{record.partition}", letter)
-
-
-@dataclass
-class Decoded(Generic[T]):
-    good: list[tuple[ConsumerRecord[Any, Any], T]]
-    dead: list[Outgoing]
-
-
-def why_undecodable(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return explain(error)
-    return f"cannot be decoded: {describe(error)}"
-
-
-def decode(
-    records: Sequence[ConsumerRecord[Any, Any]],
-    adapters: Mapping[str, TypeAdapter[T]],
-    consumer: str,
-) -> Decoded[T]:
-    """Split a batch into valid messages and dead letters with reasons; each topic has its
-    own adapter, so a message valid on one topic is refused on another. Whatever one record's
-    decoding raises (too deep, too big a number, bad text) makes it a dead letter, never an
-    error of the batch."""
-    out: Decoded[T] = Decoded([], [])
-    for r in records:
-        try:
-            out.good.append((r, adapters[r.topic].validate_json(r.value or b"")))
-        except Exception as e:  # anything one record can cause; cancellation passes
-            reason = why_undecodable(e)
-            log.warning(
-                "%s: dead-lettering %s[%d]@%d: %s", consumer, r.topic, r.partition, r.offset, reason
-            )
-            out.dead.append(dead_letter(r, consumer, reason))
-    return out
 
 
 # A handler may return what completes once its batch's effects are durable (its messages
@@ -522,20 +327,3 @@ class _Loop:
             await pending.settled
         except Exception as e:  # Stopped among them: the batch is simply read again
             log.info("%s: the last batch was not committed (%s)", self.r.name, describe(e))
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event set by Ctrl-C or SIGTERM, so services stop between batches and commit."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)

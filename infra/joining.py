@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.backoff import Retrying, Stopped, describe, unless_stopped
-from consumers.health import Health
+from infra.backoff import Retrying, Stopped, describe, unless_stopped
+from infra.health import Health
 
-log = logging.getLogger("consumers.joining")
+log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
 
 
