@@ -28,15 +28,15 @@ from consumers.dispatching import (
 )
 from consumers.journal import Journal
 from infra import pg
-from infra.backoff import until_stopped
-from infra.clients import kafka_clients, keys_for, policy_from, redis_client
+from infra.backoff import unless_stopped, until_stopped
+from infra.clients import kafka_clients, keys_for, policy_from, redis_session
 from infra.clock import now_ms
 from infra.consume import Durable, Resilience, consume
 from infra.decoding import dead_letter, decode
 from infra.health import Health
 from infra.ports import Presence
 from infra.process import stop_on_signals
-from infra.publish import Outgoing
+from infra.publish import Outgoing, Publisher
 from infra.rebuild import CacheGuard
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
 from infra.settings import Settings, get_settings
@@ -46,13 +46,15 @@ from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
 log = logging.getLogger(__name__)
 
 
-async def whole_cache(settings: Settings, redis: Redis, markets: Mapping[str, Place]) -> CacheGuard:
+async def whole_cache(
+    settings: Settings, redis: Redis, markets: Mapping[str, Place], stop: asyncio.Event
+) -> CacheGuard:
     """The service's cache guard, once Redis holds the whole cache (rebuilt from the log when
     it came back empty; see infra.rebuild)."""
     guard = CacheGuard(
         redis, keys_for(settings), settings.kafka_slice(), lambda rs: presence_batch(rs, markets)[0]
     )
-    await guard.ensure()
+    await unless_stopped(guard.ensure(), stop)  # Ctrl-C stops a wait for another's rebuild
     return guard
 
 
@@ -66,51 +68,65 @@ async def run_dispatcher(
     settings = settings or get_settings()
     stop = stop or stop_on_signals()
     markets = await pg.market_places(settings.pg_dsn)
-    redis = redis_client(settings)
-    keys = keys_for(settings)
-    dispatcher = Dispatcher(
-        RedisWorkerIndex(redis, keys), RedisRequestStore(redis, keys), policy_from(settings.policy)
-    )
+    async with redis_session(settings) as redis:
+        keys = keys_for(settings)
+        dispatcher = Dispatcher(
+            RedisWorkerIndex(redis, keys),
+            RedisRequestStore(redis, keys),
+            policy_from(settings.policy),
+        )
+        guard = await whole_cache(settings, redis, markets, stop)
+        group = settings.dispatcher_group
+        clients = kafka_clients(
+            settings, group, HIRE_REQUESTS, OFFER_RESPONSES, stop=stop, health=health
+        )
+        async with clients as (consumer, pub):
+            await _dispatch(settings, dispatcher, markets, guard, consumer, pub, stop, health)
+    log.info("dispatcher stopped")
+
+
+async def _dispatch(
+    settings: Settings,
+    dispatcher: Dispatcher,
+    markets: Mapping[str, Place],
+    guard: CacheGuard,
+    consumer: Any,
+    pub: Publisher,
+    stop: asyncio.Event,
+    health: Health | None,
+) -> None:
     journal = Journal(dispatcher.policy)  # what each batch took, and its clock, for replay
     bounds = time_bounds(settings.policy)  # how far ahead a message's times may lie
-    guard = await whole_cache(settings, redis, markets)
-    group = settings.dispatcher_group
-    clients = kafka_clients(
-        settings, group, HIRE_REQUESTS, OFFER_RESPONSES, stop=stop, health=health
-    )
-    async with clients as (consumer, pub):
 
-        async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
-            now = now_ms()
-            inputs, refused = translate(records, markets, now, bounds)
-            due = await dispatcher.store.pop_due(now, TIMERS_PER_BATCH)
-            batch = inputs + ticks(due)
-            done = await dispatcher.decide(batch, now)
-            # Handed to the producer; the batch is committed once the broker has them all,
-            # and its outboxes are cleared then (in the background: a pending outbox is only
-            # published again, so the commit need not wait for that).
-            acks = await pub.send(refused + done.wire + journal.entry(batch, now))
-            dispatcher.after_publish(acks, done)
-            return acks
+    async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
+        now = now_ms()
+        inputs, refused = translate(records, markets, now, bounds)
+        due = await dispatcher.store.pop_due(now, TIMERS_PER_BATCH)
+        batch = inputs + ticks(due)
+        done = await dispatcher.decide(batch, now)
+        # Handed to the producer; the batch is committed once the broker has them all, and
+        # its outboxes are cleared then (in the background: a pending outbox is only
+        # published again, so the commit need not wait for that).
+        acks = await pub.send(refused + done.wire + journal.entry(batch, now))
+        dispatcher.after_publish(acks, done)
+        return acks
 
-        log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
-        sweeping = asyncio.create_task(sweep_forever(dispatcher, pub.send, stop))
-        try:
-            await consume(
-                consumer,
-                guard.guarded(handle),
-                stop,
-                poll_ms=50,
-                max_records=settings.kafka.max_batch,
-                resilience=Resilience("dispatcher", pub, health),
-            )
-        finally:
-            sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeping
-            await dispatcher.drain()
-            await redis.aclose()
-    log.info("dispatcher stopped")
+    log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
+    sweeping = asyncio.create_task(sweep_forever(dispatcher, pub.send, stop))
+    try:
+        await consume(
+            consumer,
+            guard.guarded(handle),
+            stop,
+            poll_ms=50,
+            max_records=settings.kafka.max_batch,
+            resilience=Resilience("dispatcher", pub, health),
+        )
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+        await dispatcher.drain()
 
 
 def to_presence(msg: ev.WorkerCheckedIn | ev.WorkerLocated | ev.WorkerWentOffline) -> Presence:
@@ -160,22 +176,21 @@ async def run_presence(
     settings = settings or get_settings()
     stop = stop or stop_on_signals()
     markets = await pg.market_places(settings.pg_dsn)
-    redis = redis_client(settings)
-    index = RedisWorkerIndex(redis, keys_for(settings))
     bounds = time_bounds(settings.policy)  # how far ahead a worker event's time may lie
-    guard = await whole_cache(settings, redis, markets)
-    group = settings.presence_group
-    clients = kafka_clients(settings, group, WORKER_EVENTS, stop=stop, health=health)
-    async with clients as (consumer, pub):
+    async with redis_session(settings) as redis:
+        index = RedisWorkerIndex(redis, keys_for(settings))
+        guard = await whole_cache(settings, redis, markets, stop)
+        group = settings.presence_group
+        clients = kafka_clients(settings, group, WORKER_EVENTS, stop=stop, health=health)
+        async with clients as (consumer, pub):
 
-        async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
-            changes, dead = presence_batch(records, markets, now_ms(), bounds)
-            if changes:
-                await index.apply(changes)
-            return await pub.send(dead)
+            async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
+                changes, dead = presence_batch(records, markets, now_ms(), bounds)
+                if changes:
+                    await index.apply(changes)
+                return await pub.send(dead)
 
-        log.info("presence consumer up")
-        try:
+            log.info("presence consumer up")
             await consume(
                 consumer,
                 guard.guarded(handle),
@@ -184,6 +199,4 @@ async def run_presence(
                 max_records=settings.kafka.max_batch,
                 resilience=Resilience("presence", pub, health),
             )
-        finally:
-            await redis.aclose()
     log.info("presence consumer stopped")

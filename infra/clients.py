@@ -46,6 +46,16 @@ def redis_client(settings: Settings) -> Redis:
     )
 
 
+@contextlib.asynccontextmanager
+async def redis_session(settings: Settings) -> AsyncIterator[Redis]:
+    """A Redis client that is closed however the block ends (stopped, failed or done)."""
+    redis = redis_client(settings)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+
+
 def keys_for(settings: Settings) -> Keys:
     return Keys(settings.key_prefix, settings.worker_buckets)
 

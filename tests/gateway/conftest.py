@@ -3,6 +3,7 @@ recording sink to see what it publishes, and tokens signed with the test's own s
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import uuid
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from gateway import auth
 from gateway.serve import Running, serving
@@ -64,3 +66,27 @@ async def gateway(gw_settings: Settings) -> AsyncIterator[tuple[Running, Recordi
         recording = Recording(running.gateway.sink)
         running.gateway.sink = recording
         yield running, recording
+
+
+def module_settings(base: Settings, tag: str) -> Settings:
+    """Gateway settings for a module whose tests share one gateway (each uses ids of its
+    own), under a key prefix of its own."""
+    prefix = f"{base.key_prefix}{tag}{uuid.uuid4().hex[:6]}"
+    return with_gateway(base.model_copy(update={"key_prefix": prefix}))
+
+
+@contextlib.asynccontextmanager
+async def module_gateway(settings: Settings) -> AsyncIterator[tuple[Running, Recording]]:
+    """A gateway and what it publishes; its Redis keys are deleted afterwards."""
+    async with serving(settings) as running:
+        recording = Recording(running.gateway.sink)
+        running.gateway.sink = recording
+        yield running, recording
+    redis = Redis.from_url(settings.redis_url)
+    async for key in redis.scan_iter(match=f"{settings.key_prefix}:*"):
+        await redis.delete(key)
+    await redis.aclose()
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}

@@ -10,42 +10,37 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from gateway import auth
-from gateway.serve import Running, serving
+from gateway.serve import Running
 from infra.settings import Settings
 from schemas import events as ev
-from tests.gateway.conftest import MARKET, OTHER_MARKET, Recording, token, with_gateway
+from tests.gateway.conftest import (
+    MARKET,
+    OTHER_MARKET,
+    Recording,
+    bearer,
+    module_gateway,
+    module_settings,
+    token,
+)
 
 pytestmark = pytest.mark.integration
 
 REQUEST = {"market_id": MARKET, "skill": "cook", "headcount": 1}
 
 
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
-
-
 @pytest.fixture(scope="module")
 def gw_settings(base_settings: Settings) -> Settings:
-    """One gateway for the whole module: every test here only checks refusals."""
-    prefix = f"{base_settings.key_prefix}gw{uuid.uuid4().hex[:6]}"
-    return with_gateway(base_settings.model_copy(update={"key_prefix": prefix}))
+    return module_settings(base_settings, "gw")
 
 
 @pytest.fixture(scope="module")
 async def gateway(gw_settings: Settings) -> AsyncIterator[tuple[Running, Recording]]:
-    async with serving(gw_settings) as running:
-        recording = Recording(running.gateway.sink)
-        running.gateway.sink = recording
-        yield running, recording
-    redis = Redis.from_url(gw_settings.redis_url)
-    async for key in redis.scan_iter(match=f"{gw_settings.key_prefix}:*"):
-        await redis.delete(key)
-    await redis.aclose()
+    async with module_gateway(gw_settings) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)

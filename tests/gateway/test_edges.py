@@ -21,14 +21,22 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from dispatch.model import Job, RequestState
 from gateway import auth
-from gateway.serve import Running, serving
+from gateway.serve import Running
 from infra.clients import keys_for
 from infra.settings import Settings
 from infra.state_codec import dump_state
 from producers import kiosk
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES
-from tests.gateway.conftest import MARKET, OTHER_MARKET, Recording, token, with_gateway
+from tests.gateway.conftest import (
+    MARKET,
+    OTHER_MARKET,
+    Recording,
+    bearer,
+    module_gateway,
+    module_settings,
+    token,
+)
 
 pytestmark = pytest.mark.integration
 API = "/api/v1"
@@ -36,21 +44,13 @@ API = "/api/v1"
 
 @pytest.fixture(scope="module")
 def gw_settings(base_settings: Settings) -> Settings:
-    """One gateway for the module: every test uses ids of its own."""
-    prefix = f"{base_settings.key_prefix}edge{uuid.uuid4().hex[:6]}"
-    return with_gateway(base_settings.model_copy(update={"key_prefix": prefix}))
+    return module_settings(base_settings, "edge")
 
 
 @pytest.fixture(scope="module")
 async def gateway(gw_settings: Settings) -> AsyncIterator[tuple[Running, Recording]]:
-    async with serving(gw_settings) as running:
-        recording = Recording(running.gateway.sink)
-        running.gateway.sink = recording
-        yield running, recording
-    redis = Redis.from_url(gw_settings.redis_url)
-    async for key in redis.scan_iter(match=f"{gw_settings.key_prefix}:*"):
-        await redis.delete(key)
-    await redis.aclose()
+    async with module_gateway(gw_settings) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -63,10 +63,6 @@ async def http(gateway: tuple[Running, Recording]) -> AsyncIterator[httpx.AsyncC
     # A fresh broker may take seconds to elect its first leaders: be patient with publishes.
     async with httpx.AsyncClient(base_url=gateway[0].url, timeout=60) as client:
         yield client
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def rid() -> str:

@@ -18,16 +18,23 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway import auth
-from gateway.serve import Running, serving
+from gateway.serve import Running
 from infra.settings import Settings
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES
-from tests.gateway.conftest import MARKET, OTHER_MARKET, Recording, token, with_gateway
+from tests.gateway.conftest import (
+    MARKET,
+    OTHER_MARKET,
+    Recording,
+    bearer,
+    module_gateway,
+    module_settings,
+    token,
+)
 
 pytestmark = pytest.mark.integration
 API = "/api/v1"
@@ -36,21 +43,13 @@ THIRD_MARKET = "G4301003"
 
 @pytest.fixture(scope="module")
 def gw_settings(base_settings: Settings) -> Settings:
-    """One gateway for the module: every test uses ids of its own."""
-    prefix = f"{base_settings.key_prefix}hostile{uuid.uuid4().hex[:6]}"
-    return with_gateway(base_settings.model_copy(update={"key_prefix": prefix}))
+    return module_settings(base_settings, "hostile")
 
 
 @pytest.fixture(scope="module")
 async def gateway(gw_settings: Settings) -> AsyncIterator[tuple[Running, Recording]]:
-    async with serving(gw_settings) as running:
-        recording = Recording(running.gateway.sink)
-        running.gateway.sink = recording
-        yield running, recording
-    redis = Redis.from_url(gw_settings.redis_url)
-    async for key in redis.scan_iter(match=f"{gw_settings.key_prefix}:*"):
-        await redis.delete(key)
-    await redis.aclose()
+    async with module_gateway(gw_settings) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -62,10 +61,6 @@ def nothing_sent_yet(gateway: tuple[Running, Recording]) -> None:
 async def http(gateway: tuple[Running, Recording]) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway[0].url, timeout=30) as client:
         yield client
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
 
 
 def rid() -> str:
