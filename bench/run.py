@@ -290,7 +290,12 @@ async def end_to_end(
         await index_workers(index, province, workers, batch=2000, progress=False)
         with tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp:
             async with e2e.private_broker(Path(tmp)) as bootstrap:
-                settings = settings.model_copy(update={"kafka_bootstrap": bootstrap})
+                # The broker is this run's own: its topics are new, so the dispatchers' group
+                # reads them from the start, whenever the processes join.
+                kafka = settings.kafka.model_copy(update={"new_group_start": "earliest"})
+                settings = settings.model_copy(
+                    update={"kafka_bootstrap": bootstrap, "kafka": kafka}
+                )
                 await e2e.prepare(settings)
                 with e2e.dispatcher_processes(settings, opt.dispatchers) as procs:
                     sampler = Sampler(procs[0].pid or 0, raw) if opt.profile else None

@@ -65,7 +65,10 @@ def pct(values: Sequence[float], q: float) -> float:
 
 async def measure(args: argparse.Namespace, bootstrap: str) -> str:
     base = Settings(kafka_bootstrap=bootstrap, key_prefix=f"lat{uuid.uuid4().hex[:6]}")
-    kafka = base.kafka.model_copy(update={"fetch_max_wait_ms": args.fetch_wait_ms})
+    # The broker is this run's own, its topics new: the gateway's group reads from the start.
+    kafka = base.kafka.model_copy(
+        update={"fetch_max_wait_ms": args.fetch_wait_ms, "new_group_start": "earliest"}
+    )
     gw = base.gateway.model_copy(
         update={"secret": SecretStr(uuid.uuid4().hex * 2), "group": f"lat-{uuid.uuid4().hex[:6]}"}
     )
