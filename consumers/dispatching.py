@@ -144,6 +144,7 @@ class Dispatcher:
         # the producer. A later batch with the same request waits for it (a few milliseconds)
         # rather than load the outbox still in flight and publish it a second time.
         self._settling: dict[str, asyncio.Task[None]] = {}
+        self._untimed: dict[str, int] = {}  # requests without a timer at the last sweep
 
     async def handle(self, inputs: Sequence[Input], now: int) -> list[Outgoing]:
         """Run a batch and count its messages as published at once; return them. For callers
@@ -203,10 +204,14 @@ class Dispatcher:
 
     async def sweep(self, now: int) -> Handled:
         """Repair what a dispatcher that died mid-batch left behind: outboxes pending for
-        longer than ``OUTBOX_STALE_MS`` are published, requests not over with no timer are
-        woken at their due time. Publish ``wire``, then call ``published``."""
+        longer than ``OUTBOX_STALE_MS`` are published, requests not over that had no timer
+        at the last sweep too, at the same version, are woken at their due time. Publish
+        ``wire``, then call ``published``."""
         done = Handled()
         wake: list[tuple[str, int]] = []
+        # A request is saved before its timer is set, so one batch in flight shows requests
+        # without a timer for a moment: only one seen so at two sweeps, unchanged, is stranded.
+        seen, self._untimed = self._untimed, {}
         for n in await self.store.neglected(now, OUTBOX_STALE_MS):
             rid, stored = n.request_id, n.stored
             due = stored.state.due_at_ms()
@@ -220,7 +225,9 @@ class Dispatcher:
                 done.republish(rid, stored)
                 if due is None:
                     done.finished.append(rid)
-            if n.untimed and due is not None:
+            if n.untimed and due is not None and seen.get(rid) != stored.version:
+                self._untimed[rid] = stored.version
+            elif n.untimed and due is not None:
                 log.warning("sweep: %s is %s with no timer: waking it", rid, stored.state.status)
                 wake.append((rid, due))
         await self.store.wake(wake)

@@ -107,6 +107,8 @@ async def test_the_sweep_repairs_a_stranded_request_and_a_stale_outbox(shop: Sho
     sweeper = shop.dispatcher()
     early = await sweeper.sweep(T0 + 2000)
     assert early.wire == []  # R1's outbox is young: its own batch may still be publishing
+    assert await shop.redis.zscore(shop.keys.timers(), "R2") is None  # looked at again first
+    assert (await sweeper.sweep(T0 + 3000)).wire == []
     r2 = (await shop.store.load(["R2"]))["R2"].state
     assert await shop.redis.zscore(shop.keys.timers(), "R2") == r2.due_at_ms()
     late = await sweeper.sweep(T0 + 60_000)

@@ -156,6 +156,8 @@ async def test_the_sweep_repairs_stranded_requests_and_stale_outboxes(
     del store.timers["R2"]  # stranded: offering, and nothing will wake it
     caplog.set_level(logging.WARNING, "dispatcher")
     assert (await d.sweep(T0 + 1000)).wire == []  # R1's outbox is young yet
+    assert "R2" not in store.timers  # its batch may still be setting it: looked at again
+    assert (await d.sweep(T0 + 2000)).wire == []
     assert store.timers["R2"] == (await store.load(["R2"]))["R2"].state.due_at_ms()
     done = await d.sweep(T0 + 60_000)
     assert wire(done) == wire(lost)
