@@ -163,13 +163,16 @@ async def running(*services: tuple[Service, Settings]) -> AsyncIterator[list[asy
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]],
+    timeout_s: float = 30.0,
+    what: str | Callable[[], str] = "condition",
 ) -> None:
     """Wait until ``check`` holds (polling), failing with ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not await check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            said = what if isinstance(what, str) else what()
+            raise AssertionError(f"timed out waiting for {said}")
         await asyncio.sleep(0.1)
 
 

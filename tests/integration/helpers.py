@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from infra.clock import now_ms
-from infra.kafka import make_consumer, make_producer
+from infra.kafka import make_consumer, make_producer, partitions
 from infra.publish import Outgoing, Publisher
 from infra.settings import Settings
 from producers.workers import Behaviour, Crowd
@@ -47,11 +46,17 @@ class Tap:
 
 @contextlib.asynccontextmanager
 async def tap(settings: Settings, *topics: str) -> AsyncIterator[Tap]:
-    """Read the topics from the start, with a fresh group, in the background."""
-    consumer = make_consumer(
-        settings.kafka_slice(), *topics, group_id=f"tap-{uuid.uuid4().hex[:8]}"
+    """Read every partition of the topics from the start, in the background. No consumer
+    group: a tap must not depend on a group forming, nor on an offset reset, to see all."""
+    parts = await partitions(settings.kafka_bootstrap, topics)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
     seen = Tap()
     task = asyncio.create_task(_drain(consumer, seen))
     try:

@@ -87,7 +87,7 @@ async def test_bad_messages_are_dead_lettered_and_consumers_go_on(
         await eventually(lambda: _indexed(index), what="the valid check-in")
         await pub.publish([hire("R-good")])
         await eventually(lambda: _has_wave(seen, "R-good"), what="offers for the valid request")
-        await eventually(lambda: _letters(seen, len(BAD)), 90, what="every dead letter")
+        await eventually(lambda: _letters(seen, len(BAD)), 90, what=lambda: _missing(seen))
 
     letters = seen.of(ev.DeadLetter)
     for (topic, _, value, phrase), letter in zip(BAD, _in_send_order(letters, BAD), strict=True):
@@ -112,6 +112,13 @@ async def _indexed(index: RedisWorkerIndex) -> bool:
 
 async def _has_wave(seen: Tap, rid: str) -> bool:
     return any(w.request_id == rid for w in seen.of(ev.WaveSent))
+
+
+def _missing(seen: Tap) -> str:
+    """What the dead letters lack, said when they do not all come."""
+    have = {letter.payload for letter in seen.of(ev.DeadLetter)}
+    lacking = [value[:80] for _, _, value, _ in BAD if value.decode(errors="replace") not in have]
+    return f"dead letters for {lacking}; rejections seen: {seen.of(ev.RequestRejected)}"
 
 
 async def _letters(seen: Tap, n: int) -> bool:
