@@ -75,9 +75,6 @@ PresenceOf = Callable[[Sequence[ConsumerRecord[Any, Any]]], list[Presence]]
 WORKERS: Final = "workers"
 REQUESTS: Final = "requests"
 PARTS: Final = (WORKERS, REQUESTS)  # in this order: see the module docstring
-# The epoch is read before every batch: one GET, cheap beside a batch's round trips, and a
-# Redis that came back empty between two batches is never written to as if it were whole.
-CHECK_EVERY_S = 0.0
 WAIT_POLL_S = 0.2
 WAIT_LOG_S = 5.0
 PROGRESS_LOG_S = 3.0
@@ -421,16 +418,12 @@ class CacheGuard:
         keys: Keys,
         kafka: KafkaSettings,
         presence_of: PresenceOf,
-        check_every_s: float = CHECK_EVERY_S,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.rebuilder = Rebuilder(redis, keys, kafka, presence_of)
-        self.check_every_s = check_every_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.floors: dict[int, int] = {}  # worker-events offsets the rebuilt index holds
-        self._next_check = 0.0
-        self._suspect = False
         self._take = redis.register_script(_TAKE)
         self._refresh = redis.register_script(_REFRESH)
         self._finish = redis.register_script(_FINISH)
@@ -444,23 +437,19 @@ class CacheGuard:
             # log that has since been recreated.
             self.floors = floors_of(str(await self.redis.get(self.keys.epoch())))
             log.info("the cache is whole again")
-        self._suspect = False
-        self._next_check = time.monotonic() + self.check_every_s
 
     def guarded(
         self, handler: Callable[[Records], Awaitable[R]]
     ) -> Callable[[Records], Awaitable[R]]:
-        """The handler, behind a check of the epoch before each batch and after each Redis
-        error; worker events the rebuilt index already holds are left out."""
+        """The handler, behind a check of the epoch before each batch (a retry after a Redis
+        error is a batch too); worker events the rebuilt index already holds are left out."""
 
         async def run(records: Records) -> R:
-            if self._suspect or time.monotonic() >= self._next_check:
-                await self.ensure()
-            try:
-                return await handler(self._unseen(records))
-            except _REDIS_ERRORS:
-                self._suspect = True  # Redis may come back empty: look before the retry
-                raise
+            # The epoch is read before every batch (one GET, cheap beside a batch's round
+            # trips), so a Redis that came back empty, even one whose loss redis-py's reconnect
+            # hid, is never written to as if it were whole.
+            await self.ensure()
+            return await handler(self._unseen(records))
 
         return run
 
