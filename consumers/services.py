@@ -185,7 +185,10 @@ async def run_presence(
         async with clients as (consumer, pub):
 
             async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
-                changes, dead = presence_batch(records, markets, now_ms(), bounds)
+                fresh, folded = guard.split(records)
+                changes, dead = presence_batch(fresh, markets, now_ms(), bounds)
+                # A rebuild folded these records' changes but sent none of their dead letters.
+                dead += presence_batch(folded, markets, now_ms(), bounds)[1] if folded else []
                 if changes:
                     await index.apply(changes)
                 return await pub.send(dead)

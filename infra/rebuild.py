@@ -442,21 +442,23 @@ class CacheGuard:
         self, handler: Callable[[Records], Awaitable[R]]
     ) -> Callable[[Records], Awaitable[R]]:
         """The handler, behind a check of the epoch before each batch (a retry after a Redis
-        error is a batch too); worker events the rebuilt index already holds are left out."""
+        error is a batch too)."""
 
         async def run(records: Records) -> R:
             # The epoch is read before every batch (one GET, cheap beside a batch's round
             # trips), so a Redis that came back empty, even one whose loss redis-py's reconnect
             # hid, is never written to as if it were whole.
             await self.ensure()
-            return await handler(self._unseen(records))
+            return await handler(records)
 
         return run
 
-    def _unseen(self, records: Records) -> Records:
+    def split(self, records: Records) -> tuple[Records, Records]:
+        """The records still to apply, and the worker events the rebuilt index already holds
+        (their changes are in; what they owe besides, a dead letter, is still to send)."""
         if not self.floors:
-            return records
-        kept = []
+            return records, []
+        kept, folded = [], []
         for r in records:
             floor = self.floors.get(r.partition) if r.topic == WORKER_EVENTS else None
             if floor is None:
@@ -464,7 +466,9 @@ class CacheGuard:
             elif r.offset >= floor:
                 del self.floors[r.partition]  # past the rebuild: nothing more to skip here
                 kept.append(r)
-        return kept
+            else:
+                folded.append(r)
+        return kept, folded
 
     async def _until_whole(self) -> None:
         waiting = _Waiting()
