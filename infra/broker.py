@@ -334,12 +334,28 @@ def private_cluster(root: Path, size: int = 1, cache: Path | None = None) -> Ite
     from infra.settings import STACK_DIR
 
     libs = fetch(cache or STACK_DIR)
-    cluster = KafkaCluster.plan(root, libs, size, _free_ports(2 * size))
-    cluster.start()
+    cluster = _started(root, libs, size)
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+def _started(root: Path, libs: Path, size: int, tries: int = 3) -> KafkaCluster:
+    """A started cluster on free ports. A port found free can be taken by another process's
+    outgoing connection before the broker binds it: then the node exits, and the cluster is
+    planned again on other ports, in a fresh folder."""
+    for attempt in range(1, tries + 1):
+        cluster = KafkaCluster.plan(root / f"try-{attempt}", libs, size, _free_ports(2 * size))
+        try:
+            cluster.start()
+            return cluster
+        except BrokerError:
+            cluster.stop()
+            if attempt == tries:
+                raise
+            log.warning("Kafka did not start on %s; trying other ports", cluster.bootstrap)
+    raise AssertionError("unreachable")
 
 
 def _free_ports(count: int) -> int:
