@@ -41,12 +41,14 @@ from dispatch.model import (
     Decision,
     Input,
     Job,
+    JobStep,
     NewJob,
     Offer,
     Policy,
     RequestState,
     Tick,
     Withdrawal,
+    WorkerAssigned,
     request_id_of,
 )
 from dispatch.model import Happened as CoreHappened
@@ -77,6 +79,7 @@ class Progress:
     withdrawn: list[Withdrawal] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     assigned: list[str] = field(default_factory=list)
+    freed: list[str] = field(default_factory=list)  # jobs over: back to the pool
     happened: list[CoreHappened] = field(default_factory=list)
     refused: list[tuple[Input, str]] = field(default_factory=list)  # inputs the core refused
     held: set[str] = field(default_factory=set)
@@ -95,6 +98,7 @@ class Progress:
         self.withdrawn += d.withdrawn
         self.released += d.released
         self.assigned += d.assigned
+        self.freed += d.freed
         self.happened += d.happened
         self.wants_search = d.search is not None
         self.changed = self.changed or d.changed
@@ -434,6 +438,7 @@ class Dispatcher:
         for (wid, rid), ok in zip(assigned, await self.index.assign(assigned), strict=True):
             if not ok:
                 log.warning("assignment of %s to %s found the hold gone", wid, rid)
+        await self.index.unassign([(w, _rid(p)) for p, _ in won for w in p.freed])
         timers = [(_rid(p), _due(p)) for p, _ in won if not _state(p).terminal]
         timers += [t for rid, p in idle if (t := _idle_timer(rid, p, now, done)) is not None]
         await self.store.schedule(timers)
@@ -490,6 +495,11 @@ def _messages(p: Progress, now: int) -> list[Outgoing]:
     msgs = [effects.offer_made(state.job, o) for o in p.made]
     msgs += [effects.offer_withdrawn(state.job, w, now) for w in p.withdrawn]
     msgs += [effects.happened(state, h, now) for h in p.happened]
+    msgs += [
+        effects.hired(state.job, h.worker_id, h.offer_id, now)
+        for h in p.happened
+        if isinstance(h, WorkerAssigned)
+    ]
     return msgs
 
 
@@ -543,6 +553,9 @@ def job_from(msg: ev.HireRequested, place: Place) -> Job:
         requested_at_ms=msg.at_ms,
         start_at_ms=msg.start_at_ms,
         deadline_at_ms=msg.deadline_at_ms,
+        note=msg.note,
+        contact=msg.contact,
+        address=msg.address,
     )
 
 
@@ -573,6 +586,11 @@ def to_input(
         case ev.HireCancelled():
             # The core refuses it unless this is the request's own market.
             return Cancel(msg.request_id, msg.market_id)
+        case ev.JobReported():
+            # A station's step is refused unless it is the request's market; a worker's is
+            # theirs (the gateway checked who sent it), and only for a job they were hired to.
+            market = msg.market_id if msg.by == "station" else None
+            return JobStep(msg.request_id, msg.worker_id, msg.step, msg.by, msg.reason, market)
         case ev.OfferAccepted() | ev.OfferDeclined():
             accepted = isinstance(msg, ev.OfferAccepted)
             return Answer(msg.request_id, msg.offer_id, msg.worker_id, accepted)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from dispatch import model as m
+from infra.markets import registry
 from infra.ports import Envelope
 from infra.publish import Outgoing
 from schemas import events as ev
@@ -28,6 +29,7 @@ TIMERS_SOURCE = "dispatcher-timers"
 
 
 def offer_made(job: m.Job, o: m.Offer) -> Outgoing:
+    zh, en = names(job.market_id)
     msg = ev.OfferMade.model_construct(
         event_id=f"om:{o.offer_id}",
         at_ms=o.made_at_ms,
@@ -43,8 +45,46 @@ def offer_made(job: m.Job, o: m.Offer) -> Outgoing:
         score=o.score,
         wave=o.wave,
         expires_at_ms=o.expires_at_ms,
+        note=job.note,
+        start_at_ms=job.start_at_ms,
+        headcount=job.headcount,
+        market_name_zh=zh,
+        market_name_en=en,
+        address=job.address,
     )
     return Outgoing(OFFERS, o.worker_id, msg)
+
+
+def names(market_id: str) -> tuple[str, str]:
+    """The market's Chinese and English names ("" for a market the registry lacks)."""
+    m = registry().get(market_id)
+    return ("", "") if m is None else (m.name_zh, m.name_en)
+
+
+def hired(job: m.Job, worker_id: str, offer_id: str, now_ms: int) -> Outgoing:
+    """Tell the worker they have the job, with what they need to get there and start."""
+    zh, en = names(job.market_id)
+    msg = ev.Hired.model_construct(
+        event_id=f"hi:{offer_id}",
+        at_ms=now_ms,
+        offer_id=offer_id,
+        request_id=job.request_id,
+        worker_id=worker_id,
+        market_id=job.market_id,
+        market_name_zh=zh,
+        market_name_en=en,
+        address=job.address or f"{zh or job.market_id} ({job.lat:.5f}, {job.lon:.5f})",
+        skill=job.skill,
+        wage_yuan_per_day=job.wage_yuan_per_day,
+        start_at_ms=job.start_at_ms,
+        note=job.note,
+        contact=job.contact,
+        headcount=job.headcount,
+        others=job.headcount - 1,
+        lon=job.lon,
+        lat=job.lat,
+    )
+    return Outgoing(OFFERS, worker_id, msg)
 
 
 def offer_withdrawn(job: m.Job, w: m.Withdrawal, now_ms: int) -> Outgoing:
@@ -116,6 +156,17 @@ def happened(state: m.RequestState, h: m.Happened, now_ms: int) -> Outgoing:
         case m.RequestCancelled(assigned):
             msg = ev.RequestCancelled.model_construct(
                 event_id=f"rc:{rid}", at_ms=now_ms, request_id=rid, assigned=assigned
+            )
+        case m.JobChanged(worker_id, offer_id, status, by, reason):
+            msg = ev.JobChanged.model_construct(
+                event_id=f"jc:{offer_id}:{status}",
+                at_ms=now_ms,
+                request_id=rid,
+                worker_id=worker_id,
+                offer_id=offer_id,
+                status=status.value,  # type: ignore[arg-type]
+                by=by,  # type: ignore[arg-type]
+                reason=reason,
             )
     return Outgoing(REQUEST_EVENTS, rid, msg)
 

@@ -7,7 +7,9 @@ The shell drives a request like this:
    workers atomically, and ``apply_wave`` turns the ones it got into offers (or widens the
    radius and asks again, or waits);
 3. ``on_answer`` takes a worker's accept or decline; ``on_tick`` lapses offers whose window
-   passed and expires the request at its deadline; ``on_cancel`` ends it for the kiosk.
+   passed and expires the request at its deadline; ``on_cancel`` ends it for the kiosk;
+4. ``on_job_step`` moves a hired worker's job on (arrived, done, no-show, cancelled), also
+   after the request has ended; a job that ends frees its worker.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import replace
 
 from dispatch import lifecycle
 from dispatch.model import (
+    HIRED,
+    WORKING,
     Answer,
     Cancel,
     Candidate,
@@ -26,6 +30,8 @@ from dispatch.model import (
     Decision,
     Input,
     Job,
+    JobChanged,
+    JobStep,
     NewJob,
     Offer,
     OfferStatus,
@@ -170,6 +176,33 @@ def on_cancel(state: RequestState) -> Decision:
     )
 
 
+def on_job_step(state: RequestState, item: JobStep) -> Decision:
+    """A hired worker's job moves on. A repeat (or ``arrived`` once the job is done) changes
+    nothing; a step the job's table or its reporter may not take is refused."""
+    if item.market_id is not None and item.market_id != state.job.market_id:
+        return refuse(state, REFUSED_FOREIGN_JOB_STEP)
+    if item.step not in lifecycle.JOB_STEPS_BY.get(item.by, frozenset()):
+        return refuse(state, f"refused: a {item.by} may not report {item.step!r}")
+    offer = next(
+        (o for o in state.offers if o.worker_id == item.worker_id and o.status in HIRED), None
+    )
+    if offer is None:
+        return refuse(state, f"refused: {item.worker_id} was not hired for this request")
+    passed = item.step == "arrived" and offer.status is OfferStatus.DONE
+    if offer.status.value == item.step or passed:
+        return Decision(state=state, changed=False)
+    try:
+        moved = _moved(offer, lifecycle.JOB_TRIGGERS[item.step])
+    except lifecycle.IllegalTransition:
+        return refuse(state, f"refused: the job is {offer.status}, it cannot become {item.step}")
+    changed = JobChanged(offer.worker_id, offer.offer_id, moved.status, item.by, item.reason)
+    return Decision(
+        state=state.with_offers({offer.offer_id: moved}),
+        freed=() if moved.status in WORKING else (offer.worker_id,),
+        happened=(changed,),
+    )
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 
@@ -245,7 +278,7 @@ def _accept(state: RequestState, offer: Offer, policy: Policy) -> Decision:
 
 def _late_answer(state: RequestState, offer: Offer | None, accepted: bool) -> Decision:
     """An answer to an offer that is no longer open: tell an accepting worker it is too late."""
-    if offer is None or not accepted or offer.status is OfferStatus.ACCEPTED:
+    if offer is None or not accepted or offer.status in HIRED:
         return Decision(state=state, changed=False)
     return Decision(state=state, withdrawn=(Withdrawal(offer, "too_late"),), changed=False)
 
@@ -276,6 +309,7 @@ def _moved(offer: Offer, trigger: str) -> Offer:
 SAME_JOB = ("market_id", "skill", "headcount", "wage_yuan_per_day", "lon", "lat")
 REFUSED_FOREIGN_CANCEL = "refused: cancel from another market"
 REFUSED_CONFLICTING_REPEAT = "refused: request id already used for a different request"
+REFUSED_FOREIGN_JOB_STEP = "refused: job step from another market"
 
 
 def refuse(state: RequestState, reason: str) -> Decision:
@@ -295,7 +329,7 @@ def step(state: RequestState | None, item: Input, now_ms: int, policy: Policy) -
 
     A repeated request (redelivery) and answers to unknown requests or from the wrong worker
     are ignored, so every input may safely arrive twice. A different request under a known id
-    and a cancel from another market are refused (``Decision.refused``).
+    and a cancel or job step from another market are refused (``Decision.refused``).
     """
     if isinstance(item, NewJob):
         if state is None:
@@ -312,4 +346,6 @@ def step(state: RequestState | None, item: Input, now_ms: int, policy: Policy) -
         if item.market_id is not None and item.market_id != state.job.market_id:
             return refuse(state, REFUSED_FOREIGN_CANCEL)
         return on_cancel(state)
+    if isinstance(item, JobStep):
+        return on_job_step(state, item)
     return on_tick(state, now_ms, policy)

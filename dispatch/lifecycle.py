@@ -5,7 +5,11 @@ Rules:
 - it ends ``filled`` when its headcount is assigned, ``expired`` at its deadline, or
   ``cancelled`` by its kiosk; an ended request never changes again;
 - an offer is ``made`` once and then ends ``accepted``, ``declined``, ``expired`` (no answer
-  within its window) or ``withdrawn`` (the request filled, expired or was cancelled).
+  within its window) or ``withdrawn`` (the request filled, expired or was cancelled);
+- an accepted offer is the worker's job, which goes on after its request has ended: the
+  worker ``arrived``, then the job is ``done``; or the worker never came (``no_show``), or
+  the station ``cancelled`` it. ``done``, ``no_show`` and ``cancelled`` end the job and
+  return the worker to the pool.
 
 Any other move raises :class:`IllegalTransition`.
 """
@@ -35,6 +39,24 @@ OFFER_TRANSITIONS: Final[dict[tuple[OfferStatus, str], OfferStatus]] = {
     (O.MADE, "decline"): O.DECLINED,
     (O.MADE, "lapse"): O.EXPIRED,
     (O.MADE, "withdraw"): O.WITHDRAWN,
+    (O.ACCEPTED, "arrive"): O.ARRIVED,
+    (O.ACCEPTED, "finish"): O.DONE,
+    (O.ARRIVED, "finish"): O.DONE,
+    (O.ACCEPTED, "no_show"): O.NO_SHOW,
+    (O.ACCEPTED, "cancel"): O.CANCELLED,
+    (O.ARRIVED, "cancel"): O.CANCELLED,
+}
+# The step a station or worker reports, as the offer table's trigger.
+JOB_TRIGGERS: Final[dict[str, str]] = {
+    "arrived": "arrive",
+    "done": "finish",
+    "no_show": "no_show",
+    "cancelled": "cancel",
+}
+# What each reporter may say: a worker cannot mark themselves a no-show or cancel the job.
+JOB_STEPS_BY: Final[dict[str, frozenset[str]]] = {
+    "station": frozenset(JOB_TRIGGERS),
+    "worker": frozenset({"arrived", "done"}),
 }
 
 

@@ -20,6 +20,12 @@ class OfferStatus(StrEnum):
     DECLINED = "declined"
     EXPIRED = "expired"
     WITHDRAWN = "withdrawn"
+    # After an accept, the offer is the worker's job: they arrive, then it is done; or they
+    # do not come (a no-show), or the station cancels it. Each of the last three frees them.
+    ARRIVED = "arrived"
+    DONE = "done"
+    NO_SHOW = "no_show"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,9 @@ class Job:
     requested_at_ms: int
     start_at_ms: int
     deadline_at_ms: int
+    note: str = ""  # what the employer wrote for the workers
+    contact: str = ""  # the station's phone or desk
+    address: str = ""  # where to go, when not the market itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +102,8 @@ class RequestState:
 
     @property
     def assigned(self) -> int:
-        return sum(1 for o in self.offers if o.status is OfferStatus.ACCEPTED)
+        """Workers hired, whatever their job became since."""
+        return sum(1 for o in self.offers if o.status in HIRED)
 
     @property
     def live(self) -> tuple[Offer, ...]:
@@ -130,6 +140,18 @@ class RequestState:
 
 
 TERMINAL = frozenset({RequestStatus.FILLED, RequestStatus.EXPIRED, RequestStatus.CANCELLED})
+# An accepted offer and every status its job can reach: the worker was hired.
+HIRED = frozenset(
+    {
+        OfferStatus.ACCEPTED,
+        OfferStatus.ARRIVED,
+        OfferStatus.DONE,
+        OfferStatus.NO_SHOW,
+        OfferStatus.CANCELLED,
+    }
+)
+# A job that still keeps its worker out of the pool.
+WORKING = frozenset({OfferStatus.ACCEPTED, OfferStatus.ARRIVED})
 
 
 # --- what happened, as the core reports it -------------------------------------------------
@@ -178,8 +200,25 @@ class RequestCancelled:
     assigned: int
 
 
+@dataclass(frozen=True, slots=True)
+class JobChanged:
+    """A hired worker's job moved on: ``status`` is the offer's new status."""
+
+    worker_id: str
+    offer_id: str
+    status: OfferStatus
+    by: str  # "station" | "worker"
+    reason: str
+
+
 Happened = (
-    WaveSent | RadiusWidened | WorkerAssigned | RequestFilled | RequestExpired | RequestCancelled
+    WaveSent
+    | RadiusWidened
+    | WorkerAssigned
+    | RequestFilled
+    | RequestExpired
+    | RequestCancelled
+    | JobChanged
 )
 
 
@@ -195,7 +234,8 @@ class Decision:
 
     ``made`` offers are pushed and their workers stay held; ``withdrawn`` offers are announced
     to their workers; ``released`` workers get their hold dropped and return to the index;
-    ``assigned`` workers keep their hold as an assignment; ``search`` asks for candidates.
+    ``assigned`` workers keep their hold as an assignment; ``freed`` workers' jobs ended, so
+    their assignment is dropped and they return to the index; ``search`` asks for candidates.
     ``refused`` says why the input was not taken (the shell dead-letters it); the state is
     then unchanged.
     """
@@ -205,6 +245,7 @@ class Decision:
     withdrawn: tuple[Withdrawal, ...] = ()
     released: tuple[str, ...] = ()
     assigned: tuple[str, ...] = ()
+    freed: tuple[str, ...] = ()
     happened: tuple[Happened, ...] = ()
     search: SearchSpec | None = None
     changed: bool = field(default=True)
@@ -237,11 +278,27 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class JobStep:
+    """A hired worker's job moves on, reported by the station or the worker.
+
+    ``step``: "arrived", "done", "no_show" or "cancelled"; a worker may report only the first
+    two. ``market_id``: the reporting station's market (None: a worker or a trusted source).
+    """
+
+    request_id: str
+    worker_id: str
+    step: str
+    by: str
+    reason: str = ""
+    market_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     request_id: str
 
 
-Input = NewJob | Answer | Cancel | Tick
+Input = NewJob | Answer | Cancel | JobStep | Tick
 
 
 def request_id_of(item: Input) -> str:

@@ -14,7 +14,9 @@ Violations (each counted once per subject):
 - ``unannounced``: the store or the request-state topic says a worker was assigned, an offer
   was made, or the request is filled / expired / cancelled, and the log does not carry the
   matching ``WorkerAssigned`` / ``OfferMade`` / terminal event.
-- ``double_booked``: a worker assigned to two different requests (by the log or the states).
+- ``double_booked``: a worker assigned to a request while their job at another had not
+  ended: by the log (``WorkerAssigned`` before the other job's ending ``JobChanged``), or by
+  a state (two requests whose states both have the worker at work).
 - ``over_filled``: a request with more distinct assigned workers than its headcount.
 - ``contradictory``: a request with two different terminal event types (the same event id
   twice is a redelivery, and fine).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -41,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 
-from dispatch.model import OfferStatus, RequestState, RequestStatus
+from dispatch.model import HIRED, WORKING, RequestState, RequestStatus
 from infra.kafka import partitions
 from infra.keys import Keys
 from infra.state_codec import load_state
@@ -79,7 +82,7 @@ class Log:
 
     hires: tuple[ev.HireRequested, ...] = ()
     events: tuple[ev.RequestEvent, ...] = ()
-    offers: tuple[ev.OfferMade | ev.OfferWithdrawn, ...] = ()
+    offers: tuple[ev.OfferMade | ev.OfferWithdrawn | ev.Hired, ...] = ()
     responses: tuple[ev.OfferAccepted | ev.OfferDeclined, ...] = ()
     states: tuple[ev.RequestStateSaved, ...] = ()
     unreadable: int = 0
@@ -177,7 +180,32 @@ def assignments(events: Iterable[ev.RequestEvent]) -> dict[str, set[str]]:
 
 
 def accepted_in(state: RequestState) -> set[str]:
-    return {o.worker_id for o in state.offers if o.status is OfferStatus.ACCEPTED}
+    """The workers the request hired, whatever their jobs became since."""
+    return {o.worker_id for o in state.offers if o.status in HIRED}
+
+
+def working_in(state: RequestState) -> set[str]:
+    """The workers whose job at the request has not ended."""
+    return {o.worker_id for o in state.offers if o.status in WORKING}
+
+
+def jobs(events: Iterable[ev.RequestEvent]) -> dict[str, list[tuple[int, int, str]]]:
+    """Per worker, each job by the log: (assigned at, ended at or never, request id)."""
+    start: dict[tuple[str, str], int] = {}
+    end: dict[tuple[str, str], int] = {}
+    for e in events:
+        if isinstance(e, ev.WorkerAssigned):
+            start.setdefault((e.worker_id, e.request_id), e.at_ms)
+        elif isinstance(e, ev.JobChanged) and e.status in JOB_ENDS:
+            end.setdefault((e.worker_id, e.request_id), e.at_ms)
+    out: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    for (wid, rid), at in start.items():
+        out[wid].append((at, end.get((wid, rid), NEVER), rid))
+    return out
+
+
+JOB_ENDS: Final = frozenset({"done", "no_show", "cancelled"})
+NEVER: Final = 2**63
 
 
 def lost(
@@ -213,7 +241,7 @@ def lost(
 def unannounced(
     states: Mapping[str, Mapping[str, RequestState]],
     events: Sequence[ev.RequestEvent],
-    offers: Iterable[ev.OfferMade | ev.OfferWithdrawn],
+    offers: Iterable[ev.OfferMade | ev.OfferWithdrawn | ev.Hired],
 ) -> list[Finding]:
     """What a state (by its source: the store, the request-state topic) says happened that
     the log does not announce."""
@@ -252,15 +280,21 @@ def _unannounced_one(
 def double_booked(
     events: Iterable[ev.RequestEvent], states: Iterable[Mapping[str, RequestState]] = ()
 ) -> list[Finding]:
-    """Workers assigned to more than one request, by the log or by any state."""
+    """Workers assigned to a request while at work for another, by the log or by any state."""
     requests_of: dict[str, set[str]] = defaultdict(set)
-    for rid, workers in assignments(events).items():
-        for wid in workers:
-            requests_of[wid].add(rid)
+    for wid, spans in jobs(events).items():
+        spans.sort()
+        for (_, ends, rid), (begins, _, other) in itertools.pairwise(spans):
+            if begins < ends:  # the next job began before this one ended
+                requests_of[wid] |= {rid, other}
     for by_request in states:
+        working: dict[str, set[str]] = defaultdict(set)
         for rid, state in by_request.items():
-            for wid in accepted_in(state):
-                requests_of[wid].add(rid)
+            for wid in working_in(state):
+                working[wid].add(rid)
+        for wid, rids in working.items():
+            if len(rids) > 1:
+                requests_of[wid] |= rids
     return [
         Finding("double_booked", ", ".join(sorted(rids)), wid)
         for wid, rids in sorted(requests_of.items())

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import math
 import random
 from collections import Counter
@@ -257,6 +258,12 @@ def load_markets(path: Path = DEFAULT_MARKETS) -> list[Market]:
     """Read the market registry CSV (file order is preserved)."""
     with path.open(encoding="utf-8", newline="") as fh:
         return [_market_from_row(row) for row in csv.DictReader(fh)]
+
+
+@functools.cache
+def registry() -> dict[str, Market]:
+    """The shipped registry by market id, read once per process."""
+    return {m.market_id: m for m in load_markets()}
 
 
 # --- CLI ---------------------------------------------------------------------

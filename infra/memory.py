@@ -92,6 +92,9 @@ class MemoryWorkerIndex:
             done.append(ok)
         return done
 
+    async def unassign(self, pairs: Sequence[tuple[str, str]]) -> None:
+        await self.release([(w, ASSIGNED_PREFIX + r) for w, r in pairs])
+
     async def holder(self, worker_id: str) -> str | None:
         return self.holds.get(worker_id)
 

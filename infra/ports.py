@@ -52,6 +52,10 @@ class WorkerIndex(Protocol):
     async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         """Turn held offers into assignments; False where the hold was not this request's."""
 
+    async def unassign(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """End these requests' assignments (the jobs are over): the workers, if online,
+        return to the index."""
+
     async def holder(self, worker_id: str) -> str | None:
         """Who holds the worker: a request id, ``A|request`` when assigned, or None."""
 

@@ -51,7 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatch.geo import cell_of
-from dispatch.model import OfferStatus, RequestState
+from dispatch.model import WORKING, OfferStatus, RequestState
 from infra.keys import (
     ASSIGNED_PREFIX,
     ASSIGNMENT_TTL_MS,
@@ -161,7 +161,7 @@ def claims_of(state: RequestState, at_ms: int, now_ms: int) -> Iterable[tuple[st
     for o in state.offers:
         if o.status is OfferStatus.MADE:
             claim = Claim(rid, o.made_at_ms, o.expires_at_ms + HOLD_GRACE_MS - now_ms)
-        elif o.status is OfferStatus.ACCEPTED:
+        elif o.status in WORKING:  # hired, and the job not over
             # Accepted within the offer's window and by the last save, whichever came first.
             since = min(at_ms, o.expires_at_ms)
             claim = Claim(ASSIGNED_PREFIX + rid, since, since + ASSIGNMENT_TTL_MS - now_ms)

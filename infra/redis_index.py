@@ -288,6 +288,9 @@ class RedisWorkerIndex:
             await self._assign(keys=[self.keys.hold(wid)], args=args, client=pipe)
         return [bool(r) for r in await _run(pipe)]
 
+    async def unassign(self, pairs: Sequence[tuple[str, str]]) -> None:
+        await self.release([(w, ASSIGNED_PREFIX + r) for w, r in pairs])
+
     async def holder(self, worker_id: str) -> str | None:
         value = await self.redis.get(self.keys.hold(worker_id))
         return None if value is None else str(value)

@@ -59,6 +59,8 @@ def _known_skill(value: str) -> str:
 # an attack (deadline_at_ms = 2**63 - 1 overflowed readers in other languages).
 EPOCH_MS_MAX: Final = 4_102_444_800_000
 TEXT_MAX: Final = 200  # notes and reasons a person reads
+CONTACT_MAX: Final = 60  # a phone number or a desk
+NAME_MAX: Final = 100  # a market's name
 
 # The enum is given to JSON Schema (OpenAPI, AsyncAPI) while the validator keeps its message.
 Skill = Annotated[
@@ -103,6 +105,8 @@ class HireRequested(Message):
     start_at_ms: EpochMs
     deadline_at_ms: EpochMs
     note: str = Field("", max_length=TEXT_MAX)
+    contact: str = Field("", max_length=CONTACT_MAX)
+    address: str = Field("", max_length=TEXT_MAX)
 
     @model_validator(mode="after")
     def _coherent(self) -> HireRequested:
@@ -111,6 +115,24 @@ class HireRequested(Message):
         if self.deadline_at_ms <= self.at_ms:
             raise ValueError("deadline_at_ms must be after at_ms")
         return self
+
+
+JobStepName = Literal["arrived", "done", "no_show", "cancelled"]
+Reporter = Literal["station", "worker"]
+
+
+class JobReported(Message):
+    """A hired worker's job moved on, as the station or the worker reports it: they arrived,
+    the job is done, they never came (``no_show``), or the station cancelled it. A worker may
+    report only ``arrived`` and ``done``."""
+
+    type: Literal["JobReported"] = "JobReported"
+    request_id: Id
+    worker_id: Id
+    market_id: Id
+    step: JobStepName
+    by: Reporter
+    reason: str = Field("", max_length=TEXT_MAX)
 
 
 class HireCancelled(Message):
@@ -189,6 +211,35 @@ class OfferMade(Message):
     score: Score
     wave: Count
     expires_at_ms: EpochMs
+    # What the worker decides on (absent in offers made before they existed).
+    note: str = Field("", max_length=TEXT_MAX)
+    start_at_ms: EpochMs | None = None
+    headcount: int = Field(1, ge=1, le=50)
+    market_name_zh: str = Field("", max_length=NAME_MAX)
+    market_name_en: str = Field("", max_length=NAME_MAX)
+    address: str = Field("", max_length=TEXT_MAX)
+
+
+class Hired(Message):
+    """The worker got the job: everything they need to get there and start."""
+
+    type: Literal["Hired"] = "Hired"
+    offer_id: Id
+    request_id: Id
+    worker_id: Id
+    market_id: Id
+    market_name_zh: str = Field("", max_length=NAME_MAX)
+    market_name_en: str = Field("", max_length=NAME_MAX)
+    address: str = Field("", max_length=TEXT_MAX)
+    skill: Skill
+    wage_yuan_per_day: float = Field(gt=0, le=5000, allow_inf_nan=False)
+    start_at_ms: EpochMs
+    note: str = Field("", max_length=TEXT_MAX)
+    contact: str = Field("", max_length=CONTACT_MAX)
+    headcount: int = Field(ge=1, le=50)
+    others: int = Field(ge=0, le=49, description="how many other workers are coming")
+    lon: Lon
+    lat: Lat
 
 
 WithdrawReason = Literal["expired", "filled", "cancelled", "request_expired", "too_late"]
@@ -262,6 +313,19 @@ class RequestCancelled(Message):
     type: Literal["RequestCancelled"] = "RequestCancelled"
     request_id: Id
     assigned: Count
+
+
+class JobChanged(Message):
+    """A hired worker's job moved on; ``done``, ``no_show`` and ``cancelled`` end it and
+    return the worker to the pool."""
+
+    type: Literal["JobChanged"] = "JobChanged"
+    request_id: Id
+    worker_id: Id
+    offer_id: Id
+    status: JobStepName
+    by: Reporter
+    reason: str = Field("", max_length=TEXT_MAX)
 
 
 class RequestRejected(Message):
@@ -355,12 +419,12 @@ class DeadLetter(BaseModel):
     payload_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
-HireInbound = Annotated[HireRequested | HireCancelled, Field(discriminator="type")]
+HireInbound = Annotated[HireRequested | HireCancelled | JobReported, Field(discriminator="type")]
 WorkerEvent = Annotated[
     WorkerCheckedIn | WorkerLocated | WorkerWentOffline, Field(discriminator="type")
 ]
 OfferResponse = Annotated[OfferAccepted | OfferDeclined, Field(discriminator="type")]
-OfferEvent = Annotated[OfferMade | OfferWithdrawn, Field(discriminator="type")]
+OfferEvent = Annotated[OfferMade | OfferWithdrawn | Hired, Field(discriminator="type")]
 RequestEvent = Annotated[
     WaveSent
     | RadiusWidened
@@ -368,16 +432,19 @@ RequestEvent = Annotated[
     | RequestFilled
     | RequestExpired
     | RequestCancelled
+    | JobChanged
     | RequestRejected,
     Field(discriminator="type"),
 ]
 
-HIRE_INBOUND: Final[TypeAdapter[HireRequested | HireCancelled]] = TypeAdapter(HireInbound)
+HIRE_INBOUND: Final[TypeAdapter[HireRequested | HireCancelled | JobReported]] = TypeAdapter(
+    HireInbound
+)
 WORKER_EVENT: Final[TypeAdapter[WorkerCheckedIn | WorkerLocated | WorkerWentOffline]] = TypeAdapter(
     WorkerEvent
 )
 OFFER_RESPONSE: Final[TypeAdapter[OfferAccepted | OfferDeclined]] = TypeAdapter(OfferResponse)
-OFFER_EVENT: Final[TypeAdapter[OfferMade | OfferWithdrawn]] = TypeAdapter(OfferEvent)
+OFFER_EVENT: Final[TypeAdapter[OfferMade | OfferWithdrawn | Hired]] = TypeAdapter(OfferEvent)
 REQUEST_EVENT: Final[TypeAdapter[RequestEvent]] = TypeAdapter(RequestEvent)
 DEAD_LETTER: Final[TypeAdapter[DeadLetter]] = TypeAdapter(DeadLetter)
 REQUEST_STATE_SAVED: Final[TypeAdapter[RequestStateSaved]] = TypeAdapter(RequestStateSaved)

@@ -133,6 +133,21 @@ async def test_assignment_keeps_the_worker_out_until_they_check_in_again(
     assert await found(index) == ["a"]
 
 
+async def test_a_job_that_ends_returns_its_worker_where_they_are(index: WorkerIndex) -> None:
+    await checkin(index, "a", 0.01)
+    await checkin(index, "b", 0.02)
+    await index.hold([("a", "R1"), ("b", "R1")], 60_000)
+    await index.assign([("a", "R1"), ("b", "R1")])
+    await index.apply([Presence("a", "locate", LON + 0.03, LAT), Presence("b", "offline")])
+    await index.unassign([("a", "R2")])  # not R2's job: nothing happens
+    assert await index.holder("a") == ASSIGNED_PREFIX + "R1"
+    await index.unassign([("a", "R1"), ("b", "R1")])
+    assert (await index.holder("a"), await index.holder("b")) == (None, None)
+    hits = (await index.search([spec()]))[0]
+    assert [c.worker_id for c in hits] == ["a"]  # b went offline meanwhile
+    assert hits[0].distance_km > 2.5  # where a last was, not where a checked in
+
+
 async def test_a_checkin_while_offered_keeps_the_worker_held(index: WorkerIndex) -> None:
     await checkin(index, "a", 0.01)
     await index.hold([("a", "R1")], 60_000)

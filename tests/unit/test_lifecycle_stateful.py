@@ -8,10 +8,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dispatch import core
+from dispatch.lifecycle import JOB_STEPS_BY
 from dispatch.model import (
+    HIRED,
+    WORKING,
     Candidate,
     Decision,
     Job,
+    JobStep,
     Policy,
     RequestState,
     RequestStatus,
@@ -66,6 +70,32 @@ class RequestLifecycle(RuleBasedStateMachine):
     @rule()
     def cancel(self) -> None:
         self.take(core.on_cancel(self.state))
+
+    @precondition(lambda self: any(o.status in HIRED for o in self.state.offers))
+    @rule(
+        data=st.data(),
+        step=st.sampled_from(["arrived", "done", "no_show", "cancelled"]),
+        by=st.sampled_from(["station", "worker"]),
+    )
+    def job_step(self, data: st.DataObject, step: str, by: str) -> None:
+        """A job moves on, also after its request ended: the request's status and count of
+        hires stay; a worker is freed exactly when their job ends; nobody may say more than
+        their role allows."""
+        offer = data.draw(st.sampled_from([o for o in self.state.offers if o.status in HIRED]))
+        before = self.state
+        d = core.on_job_step(before, JobStep("R", offer.worker_id, step, by))
+        if step not in JOB_STEPS_BY[by]:
+            assert d.refused is not None
+        after = d.state
+        assert (after.status, after.assigned) == (before.status, before.assigned)
+        moved = after.offer(offer.offer_id)
+        assert moved is not None
+        ended_now = offer.status in WORKING and moved.status not in WORKING
+        assert d.freed == ((offer.worker_id,) if ended_now else ())
+        assert not d.made and not d.assigned and not d.released
+        self.state = after
+        if self.ended is not None:
+            self.ended = after
 
     @invariant()
     def status_matches_offers(self) -> None:

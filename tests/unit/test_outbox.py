@@ -86,7 +86,11 @@ async def test_a_timer_publishes_a_pending_outbox_before_acting() -> None:
     await d.handle([NewJob(job(headcount=1))], T0)
     offer = next(iter(index.holds))
     accepted = await d.decide([Answer("R1", f"R1:{offer}", offer, True)], T0 + 1000)
-    assert [type(o.message) for o in accepted.out] == [ev.WorkerAssigned, ev.RequestFilled]
+    assert [type(o.message) for o in accepted.out] == [
+        ev.WorkerAssigned,
+        ev.RequestFilled,
+        ev.Hired,
+    ]
     # Killed before publishing. The request is over, but its timer is still set (a request
     # over loses its timer only once its last messages are out), so it wakes and heals.
     due = await store.pop_due(T0 + POLICY.offer_ttl_ms, 10)
