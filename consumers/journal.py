@@ -7,12 +7,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from dispatch.model import Answer, Cancel, Input, Job, NewJob, Policy, Tick
+from dispatch.model import Answer, Cancel, Input, Job, JobStep, NewJob, Policy, Tick
 from infra.publish import Outgoing
 from schemas.journal import (
     AnswerTaken,
+    AnyTaken,
     CancelTaken,
     DispatchBatch,
+    JobStepTaken,
     JobTaken,
     PolicyRecord,
     TickTaken,
@@ -20,7 +22,7 @@ from schemas.journal import (
 from schemas.topics import DISPATCH_JOURNAL
 
 
-def taken(item: Input) -> JobTaken | AnswerTaken | CancelTaken | TickTaken:
+def taken(item: Input) -> AnyTaken:
     """The journal form of a core input."""
     match item:
         case NewJob(job):
@@ -29,12 +31,16 @@ def taken(item: Input) -> JobTaken | AnswerTaken | CancelTaken | TickTaken:
             return AnswerTaken(request_id=rid, offer_id=oid, worker_id=wid, accepted=accepted)
         case Cancel(rid, market):
             return CancelTaken(request_id=rid, market_id=market)
+        case JobStep(rid, wid, step, by, reason, market):
+            return JobStepTaken(
+                request_id=rid, worker_id=wid, step=step, by=by, reason=reason, market_id=market
+            )
         case Tick(rid):
             return TickTaken(request_id=rid)
     raise TypeError(f"not a core input: {item!r}")
 
 
-def to_input(t: JobTaken | AnswerTaken | CancelTaken | TickTaken) -> Input:
+def to_input(t: AnyTaken) -> Input:
     """The core input a journal entry stands for."""
     match t:
         case JobTaken():
@@ -43,6 +49,8 @@ def to_input(t: JobTaken | AnswerTaken | CancelTaken | TickTaken) -> Input:
             return Answer(t.request_id, t.offer_id, t.worker_id, t.accepted)
         case CancelTaken():
             return Cancel(t.request_id, t.market_id)
+        case JobStepTaken():
+            return JobStep(t.request_id, t.worker_id, t.step, t.by, t.reason, t.market_id)
     return Tick(t.request_id)
 
 

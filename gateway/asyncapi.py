@@ -27,18 +27,18 @@ BOOTSTRAP_PLACEHOLDER = "kafka:9092"
 def declare() -> FastStream:
     """A FastStream app describing the topics: who reads and who writes each, and what."""
     broker = KafkaBroker(BOOTSTRAP_PLACEHOLDER, description="Apache Kafka")
-    _topic(broker, topics.HIRE_REQUESTS, ev.HireRequested | ev.HireCancelled,
-           "Kiosks and the gateway post and cancel requests; the dispatcher consumes them. "
-           "Key: request id.")  # fmt: skip
+    _topic(broker, topics.HIRE_REQUESTS, ev.HireRequested | ev.HireCancelled | ev.JobReported,
+           "Kiosks and the gateway post and cancel requests, and stations and workers report "
+           "hired workers' jobs; the dispatcher consumes them. Key: request id.")  # fmt: skip
     _topic(broker, topics.WORKER_EVENTS, ev.WorkerEvent,
            "Workers' presence; the presence consumer keeps the geo index. "
            "Key: worker id.")  # fmt: skip
     _topic(broker, topics.OFFER_RESPONSES, ev.OfferAccepted | ev.OfferDeclined,
            "Workers' answers through the gateway; the dispatcher consumes them. "
            "Key: request id.")  # fmt: skip
-    _topic(broker, topics.OFFERS, ev.OfferMade | ev.OfferWithdrawn,
-           "Offers the dispatcher makes and withdraws; the gateway pushes them to workers. "
-           "Key: worker id.")  # fmt: skip
+    _topic(broker, topics.OFFERS, ev.OfferMade | ev.OfferWithdrawn | ev.Hired,
+           "Offers the dispatcher makes and withdraws, and the news of a hire; the gateway "
+           "pushes them to workers. Key: worker id.")  # fmt: skip
     _topic(broker, topics.REQUEST_EVENTS, ev.RequestEvent,
            "Each request's lifecycle from the dispatcher; kiosks follow it. "
            "Key: request id.")  # fmt: skip

@@ -55,7 +55,8 @@ class Recording:
     cancels: list[ev.HireCancelled] = field(default_factory=list)
     presence: list[Presence] = field(default_factory=list)
     answers: list[ev.OfferAccepted | ev.OfferDeclined] = field(default_factory=list)
-    offers: list[ev.OfferMade | ev.OfferWithdrawn] = field(default_factory=list)
+    offers: list[ev.OfferMade | ev.OfferWithdrawn | ev.Hired] = field(default_factory=list)
+    job_steps: list[ev.JobReported] = field(default_factory=list)
     request_events: list[ev.RequestEvent] = field(default_factory=list)
 
     def decisions(self) -> list[BaseModel]:
@@ -105,8 +106,10 @@ def _file(rec: Recording, topic: str, msg: Any) -> None:
             rec.cancels.append(msg)
         case ev.OfferAccepted() | ev.OfferDeclined():
             rec.answers.append(msg)
-        case ev.OfferMade() | ev.OfferWithdrawn():
+        case ev.OfferMade() | ev.OfferWithdrawn() | ev.Hired():
             rec.offers.append(msg)
+        case ev.JobReported():
+            rec.job_steps.append(msg)
         case _ if topic == tp.WORKER_EVENTS:
             rec.presence.append(msg)
         case _ if topic == tp.REQUEST_EVENTS:

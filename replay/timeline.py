@@ -38,7 +38,14 @@ ORDER: Final = {
     "OfferAccepted": 1, "OfferDeclined": 1, "HireCancelled": 1, "RadiusWidened": 2,
     "WaveSent": 3, "OfferMade": 4, "WorkerAssigned": 5, "OfferWithdrawn": 6,
     "RequestFilled": 7, "RequestExpired": 7, "RequestCancelled": 7, "RequestRejected": 7,
+    "Hired": 8, "JobReported": 9, "JobChanged": 10,
 }  # fmt: skip
+JOB_STEP: Final = {
+    "arrived": "arrived at the job",
+    "done": "finished the job: back in the pool",
+    "no_show": "did not come (a no-show): back in the pool",
+    "cancelled": "had the job cancelled: back in the pool",
+}
 
 
 def clock(at_ms: int, date: bool = False) -> str:
@@ -129,6 +136,14 @@ def sentence(msg: BaseModel, ctx: Context) -> list[str]:  # noqa: C901 - one cas
             return [f"{m.request_id}: cancelled with {m.assigned} assigned"]
         case ev.RequestRejected():
             return [f"{m.request_id}: rejected: {m.reason}"]
+        case ev.Hired():
+            return [f"{m.request_id}: {m.worker_id} told they are hired, {m.others} others coming"]
+        case ev.JobReported():
+            why = f" ({m.reason})" if m.reason else ""
+            return [f"{m.request_id}: the {m.by} reports {m.worker_id} {m.step}{why}"]
+        case ev.JobChanged():
+            why = f" ({m.reason})" if m.reason else ""
+            return [f"{m.request_id}: {m.worker_id} {JOB_STEP[m.status]}{why}"]
         case ev.WorkerCheckedIn():
             where = ctx.market_names.get(m.market_id or "", f"({m.lon:.4f}, {m.lat:.4f})")
             return [f"{m.worker_id} checked in at {where}, skills {', '.join(m.skills)}"]

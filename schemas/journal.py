@@ -4,9 +4,10 @@ used, its policy.
 The dispatcher core is deterministic: the same inputs in the same batches at the same ``now``
 give the same decisions. The journal is what makes those three things recorded facts rather
 than guesses: each dispatcher instance publishes one ``DispatchBatch`` per non-empty batch
-(requests, cancellations, answers and the timer ticks it took) on ``gig.dispatch-journal.v1``,
-keyed by instance so an instance's batches stay in order. The archiver stores it with every
-other topic; ``replay run`` feeds it back through the same shell on in-memory twins.
+(requests, cancellations, answers, job steps and the timer ticks it took) on
+``gig.dispatch-journal.v1``, keyed by instance so an instance's batches stay in order. The
+archiver stores it with every other topic; ``replay run`` feeds it back through the same
+shell on in-memory twins.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class JobTaken(_Frozen):
     requested_at_ms: int
     start_at_ms: int
     deadline_at_ms: int
+    note: str = ""
+    contact: str = ""
+    address: str = ""
 
 
 class AnswerTaken(_Frozen):
@@ -52,12 +56,27 @@ class CancelTaken(_Frozen):
     market_id: str | None = None  # the market it came from: the core refuses another's
 
 
+class JobStepTaken(_Frozen):
+    """A hired worker's job step, as reported (``market_id``: the reporting station's)."""
+
+    k: Literal["job_step"] = "job_step"
+    request_id: str
+    worker_id: str
+    step: str
+    by: str
+    reason: str = ""
+    market_id: str | None = None
+
+
 class TickTaken(_Frozen):
     k: Literal["tick"] = "tick"
     request_id: str
 
 
-Taken = Annotated[JobTaken | AnswerTaken | CancelTaken | TickTaken, Field(discriminator="k")]
+Taken = Annotated[
+    JobTaken | AnswerTaken | CancelTaken | JobStepTaken | TickTaken, Field(discriminator="k")
+]
+AnyTaken = JobTaken | AnswerTaken | CancelTaken | JobStepTaken | TickTaken
 
 
 class PolicyRecord(_Frozen):

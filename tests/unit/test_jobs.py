@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from dispatch import core
@@ -89,3 +91,14 @@ def test_a_repeated_accept_after_arrival_is_not_told_too_late() -> None:
     state = step(hired("w1", "w2"), "w1", "arrived").state
     d = core.step(state, Answer("R1", "R1:w1", "w1", True), T0 + 3, POLICY)
     assert d is not None and not d.changed and d.withdrawn == ()
+
+
+def test_the_journal_keeps_job_steps_and_the_jobs_details_for_replay() -> None:
+    from consumers import journal
+    from dispatch.model import NewJob
+    from tests.unit.test_core import job
+
+    step = JobStep("R1", "w1", "no_show", "station", "never came", "G4301001")
+    assert journal.to_input(journal.taken(step)) == step
+    described = NewJob(replace(job(), note="care for an elderly person", contact="0731-1234"))
+    assert journal.to_input(journal.taken(described)) == described
