@@ -28,10 +28,10 @@ from consumers.dispatching import (
 )
 from consumers.journal import Journal
 from infra import pg
-from infra.backoff import unless_stopped, until_stopped
+from infra.backoff import until_stopped
 from infra.clients import kafka_clients, keys_for, policy_from, redis_session
 from infra.clock import now_ms
-from infra.consume import Durable, Resilience, consume
+from infra.consume import Durable, Resilience, consume, starting
 from infra.decoding import dead_letter, decode
 from infra.health import Health
 from infra.ports import Presence
@@ -54,8 +54,21 @@ async def whole_cache(
     guard = CacheGuard(
         redis, keys_for(settings), settings.kafka_slice(), lambda rs: presence_batch(rs, markets)[0]
     )
-    await unless_stopped(guard.ensure(), stop)  # Ctrl-C stops a wait for another's rebuild
+    # Redis may not answer yet; Ctrl-C stops a wait for it or for another's rebuild.
+    await starting("checking the cache in Redis", guard.ensure, stop)
     return guard
+
+
+async def registry(
+    settings: Settings, stop: asyncio.Event, health: Health | None
+) -> dict[str, Place]:
+    """The markets' places, once PostgreSQL answers."""
+    return await starting(
+        "reading the market registry from PostgreSQL",
+        lambda: pg.market_places(settings.pg_dsn),
+        stop,
+        health,
+    )
 
 
 @until_stopped
@@ -67,7 +80,7 @@ async def run_dispatcher(
     """One dispatcher instance, until ``stop``."""
     settings = settings or get_settings()
     stop = stop or stop_on_signals()
-    markets = await pg.market_places(settings.pg_dsn)
+    markets = await registry(settings, stop, health)
     async with redis_session(settings) as redis:
         keys = keys_for(settings)
         dispatcher = Dispatcher(
@@ -175,7 +188,7 @@ async def run_presence(
     """The presence consumer: worker events into the geo-sharded index, until ``stop``."""
     settings = settings or get_settings()
     stop = stop or stop_on_signals()
-    markets = await pg.market_places(settings.pg_dsn)
+    markets = await registry(settings, stop, health)
     bounds = time_bounds(settings.policy)  # how far ahead a worker event's time may lie
     async with redis_session(settings) as redis:
         index = RedisWorkerIndex(redis, keys_for(settings))

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -47,6 +46,7 @@ from redis.asyncio import Redis
 from dispatch.model import HIRED, WORKING, RequestState, RequestStatus
 from infra.kafka import partitions
 from infra.keys import Keys
+from infra.process import run_cli
 from infra.state_codec import load_state
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, OFFERS, REQUEST_EVENTS, REQUEST_STATE
@@ -543,6 +543,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
+    run_cli("audit", lambda: _audit(args))
+
+
+def _audit(args: argparse.Namespace) -> int:
     report = asyncio.run(
         run(args.bootstrap, args.redis, args.prefix, pg_dsn=args.pg_dsn, grace_s=args.grace_s)
     )
@@ -550,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(report.table(f"audit of {args.bootstrap} / {args.redis} prefix {args.prefix}"))
-    sys.exit(0 if report.clean else 1)
+    return 0 if report.clean else 1
 
 
 if __name__ == "__main__":

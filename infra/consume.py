@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka import errors as kafka_errors
@@ -36,6 +36,7 @@ from infra.health import Health
 from infra.publish import Acks, Outgoing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Failures of a service that may come back (a Redis restart, a broker hiccup): the batch is
 # retried as a whole, which is safe because every handler is idempotent.
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -67,6 +68,32 @@ COMMIT_TIMEOUT_S = 15.0
 def retryable(error: BaseException, kinds: tuple[type[BaseException], ...] = RETRYABLE) -> bool:
     """Whether the same work may succeed later, unchanged."""
     return isinstance(error, kinds) and not isinstance(error, PERMANENT)
+
+
+async def starting(
+    what: str,
+    step: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    health: Health | None = None,
+) -> T:
+    """A start-up step (read the registry, check the cache) tried until the service it needs
+    answers: capped backoff, a log line now and then saying why it waits, ``Stopped`` on stop.
+    An error no retry can cure is raised at once."""
+    retrying = Retrying(what, stop, health, line="%(what)s: waiting %(for_s).0f s so far "
+                        "(%(error)s); next try in %(delay_s).1f s")  # fmt: skip
+    while True:
+        try:
+            result = await unless_stopped(step(), stop)
+        except Stopped:
+            raise
+        except Exception as e:
+            if not retryable(e) or not await retrying.wait(e):
+                if stop.is_set():
+                    raise Stopped from None
+                raise
+            continue
+        retrying.succeeded()
+        return result
 
 
 # A handler may return what completes once its batch's effects are durable (its messages
