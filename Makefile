@@ -32,7 +32,7 @@ down:  ## stop what `make up` started
 demo: install  ## a morning of instant hire across the province, with a summary
 	$(BIN)/python -m producers.demo
 
-serve: install  ## the stack, dispatcher, presence and the gateway with its pages, until Ctrl-C
+serve: install  ## the stack, dispatcher, presence and the gateway with its pages, until Ctrl-C (port: GIG_GATEWAY__PORT, 8000)
 	$(BIN)/gig-serve
 
 test: install  ## the whole suite on real services (starts what it needs); short chaos scenarios only

@@ -34,7 +34,7 @@ from infra.consume import RETRYABLE, Resilience, consume
 from infra.health import Health
 from infra.joining import close, join_group, start_producer
 from infra.kafka import ensure_topics, make_consumer, make_producer
-from infra.process import setup_logging, stop_on_signals
+from infra.process import require, run_cli, setup_logging, stop_on_signals
 from infra.publish import Publisher
 from infra.settings import Settings, get_settings
 
@@ -196,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group ({DEFAULT_GROUP})")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = p.parse_args(argv)
+    run_cli("gig-archiver", lambda: _archiver_cli(args))
+
+
+def _archiver_cli(args: argparse.Namespace) -> None:
+    require(get_settings(), "kafka", "postgres")
     setup_logging(args.verbose)
     asyncio.run(run_archiver(group=args.group))
 

@@ -4,6 +4,9 @@
 share the work through one consumer group and Redis pub/sub). ``gig-serve`` (``make serve``)
 brings up the whole service for trying it in a browser: the embedded stack, the presence
 consumer, a dispatcher and the gateway with development login on, until Ctrl-C.
+
+Both take the gateway's host and port from settings (``GIG_GATEWAY__PORT``; ``--port`` wins)
+and bind it before anything else starts: a port in use is refused at once, in one line.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,12 +28,38 @@ from gateway import auth
 from gateway.app import Parts, create_app
 from gateway.service import Gateway
 from infra import stack
-from infra.process import setup_logging, stop_on_signals
-from infra.settings import Settings
+from infra.process import require, run_cli, setup_logging, stop_on_signals
+from infra.settings import Settings, get_settings
 
 log = logging.getLogger("gateway")
 STARTUP_TIMEOUT_S = 30.0
 WS_PROTOCOL_MAX_BYTES = 64 * 1024
+
+
+class PortBusy(Exception):
+    """The gateway's port is taken; the message says how to choose another."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: a free port) for the gateway to serve on; bound now,
+    so a port in use is refused before any consumer starts."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is fine
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise PortBusy(
+            f"port {port} on {host} is in use (another gig-serve or gig-gateway?): stop it, or "
+            f"choose another port: GIG_GATEWAY__PORT={port + 1} make serve, or --port {port + 1}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class Server(uvicorn.Server):
@@ -55,12 +86,15 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, host: str = "127.0.0.1", port: int = 0
+    settings: Settings, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
 ) -> AsyncIterator[Running]:
-    """Run the gateway in this event loop until the block ends (port 0: a free port).
+    """Run the gateway in this event loop until the block ends (port 0: a free port), on
+    ``sock`` if given (bound by ``listen``), else on a socket bound to ``host:port`` now.
 
-    Raises ``auth.SecretError`` before listening when the secret is missing or too short."""
+    Raises ``auth.SecretError`` before listening when the secret is missing or too short, and
+    ``PortBusy`` when the port is taken."""
     auth.resolve_secret(settings.gateway)
+    sock = sock or listen(host, port)
     app = create_app(settings)
     # The protocol layer refuses frames far above what the app takes (it closes larger ones
     # with 1009 itself), so a 16 MiB frame is never read into memory, let alone parsed.
@@ -69,7 +103,7 @@ async def serving(
         ws="websockets-sansio", lifespan="on", ws_max_size=WS_PROTOCOL_MAX_BYTES,
     )  # fmt: skip
     server = Server(config)
-    task = asyncio.create_task(server.serve(), name="gateway-http")
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-http")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STARTUP_TIMEOUT_S
     while not server.started:
@@ -79,7 +113,7 @@ async def serving(
         if loop.time() > deadline:
             raise RuntimeError("the gateway did not start in time")
         await asyncio.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
+    bound = sock.getsockname()[1]
     try:
         yield Running(f"http://{host}:{bound}", app)
     finally:
@@ -87,10 +121,12 @@ async def serving(
         await task
 
 
-async def run_gateway(settings: Settings, stop: asyncio.Event) -> None:
+async def run_gateway(
+    settings: Settings, stop: asyncio.Event, sock: socket.socket | None = None
+) -> None:
     """One gateway process until ``stop``."""
     g = settings.gateway
-    async with serving(settings, g.host, g.port) as running:
+    async with serving(settings, g.host, g.port, sock) as running:
         log.info("gateway up at %s", running.url)
         await stop.wait()
 
@@ -100,18 +136,21 @@ def gateway_main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="gig-gateway", description="Run one gateway process.")
     p.add_argument("--port", type=int, help="port (settings: GIG_GATEWAY__PORT, 8000)")
     args = p.parse_args(argv)
-    setup_logging()
-    settings = Settings()
+    settings = get_settings()
     if args.port is not None:
         settings = _with_gateway(settings, port=args.port)
+    run_cli("gig-gateway", lambda: _gateway(settings), expected=(auth.SecretError, PortBusy))
 
-    try:
-        auth.resolve_secret(settings.gateway)
-    except auth.SecretError as e:
-        raise SystemExit(f"gig-gateway: {e}") from None
+
+def _gateway(settings: Settings) -> None:
+    """Port, secret and services first, each refused in one line; then the gateway."""
+    sock = listen(settings.gateway.host, settings.gateway.port)
+    auth.resolve_secret(settings.gateway)
+    require(settings, "kafka", "redis", "postgres")
+    setup_logging()
 
     async def run() -> None:
-        await run_gateway(settings, stop_on_signals())
+        await run_gateway(settings, stop_on_signals(), sock)
 
     asyncio.run(run())
 
@@ -143,7 +182,7 @@ def banner(url: str, settings: Settings) -> str:
     ])  # fmt: skip
 
 
-async def serve_all(settings: Settings) -> None:
+async def serve_all(settings: Settings, sock: socket.socket | None = None) -> None:
     """Presence, one dispatcher and the gateway in this process, until Ctrl-C."""
     stop = stop_on_signals()
     services = [
@@ -152,7 +191,7 @@ async def serve_all(settings: Settings) -> None:
     ]
     g = settings.gateway
     try:
-        async with serving(settings, g.host, g.port) as running:
+        async with serving(settings, g.host, g.port, sock) as running:
             print(banner(running.url, settings), flush=True)
             await stop.wait()
     finally:
@@ -164,19 +203,28 @@ async def serve_all(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``gig-serve`` (``make serve``)."""
     p = argparse.ArgumentParser(prog="gig-serve", description="The whole service, to try it.")
-    p.add_argument("--port", type=int, default=8000, help="gateway port (8000; 0: any free)")
+    p.add_argument("--port", type=int, help="gateway port (GIG_GATEWAY__PORT, 8000; 0: any free)")
     p.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = p.parse_args(argv)
+    run_cli("gig-serve", lambda: _serve(args, get_settings()),
+            expected=(stack.StackError, PortBusy, auth.SecretError))  # fmt: skip
+
+
+def _serve(args: argparse.Namespace, base: Settings) -> None:
+    """Bind the gateway's port (refused at once if taken), bring the stack up, serve."""
+    port = base.gateway.port if args.port is None else args.port
+    sock = listen(base.gateway.host, port)
     setup_logging()
     had_broker = stack.is_up()
-    bootstrap = stack.up(Settings())
-    settings = _with_gateway(Settings(kafka_bootstrap=bootstrap), port=args.port, dev_login=True,
+    bootstrap = stack.up(base)
+    # Read again: ``up`` has just written .stack/env (the bootstrap, a cluster's replication).
+    settings = _with_gateway(Settings(kafka_bootstrap=bootstrap), port=port, dev_login=True,
                              dev_secret=True)  # fmt: skip
     try:
-        asyncio.run(serve_all(settings))
+        asyncio.run(serve_all(settings, sock))
     finally:
         if not (had_broker or args.keep_stack):
-            stack.down(Settings())
+            stack.down(base)
 
 
 if __name__ == "__main__":

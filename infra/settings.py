@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The stack's state (broker jars and logs, Redis data, the env file) lives in the checkout's
-# .stack/, found from the package's own location so any working directory sees the same stack.
-STACK_DIR = Path(
-    os.environ.get("GIG_STACK_DIR") or Path(__file__).resolve().parent.parent / ".stack"
-)
+# .stack/, found from the package's own location, never from the working directory: a command
+# run from /tmp or from a subdirectory reads the same .stack/env (tests/unit/test_cli.py).
+CHECKOUT = Path(__file__).resolve().parent.parent
+STACK_DIR = Path(os.environ.get("GIG_STACK_DIR") or CHECKOUT / ".stack").resolve()
 STACK_ENV_FILE = STACK_DIR / "env"
 
 

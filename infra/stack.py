@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 from infra import pg
 from infra.broker import CONSUMER_GROUPS, BrokerError, KafkaCluster, fetch, tool
 from infra.kafka import ensure_topics
+from infra.process import require, run_cli
 from infra.settings import STACK_DIR, Settings
 
 log = logging.getLogger("stack")
@@ -341,11 +342,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--group", help="with groups: only this consumer group")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = Settings()
-    try:
-        _run(args, settings)
-    except StackError as e:
-        raise SystemExit(f"gig-stack: {e}") from None
+    run_cli("gig-stack", lambda: _run(args, Settings()), expected=(StackError,))
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
@@ -357,6 +354,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "down":
         down(settings)
     elif args.command == "groups":
+        require(settings, "kafka")  # Kafka's tool would retry a missing broker for ever
         sys.stdout.write(groups(settings, args.group))
     else:
         print(status(settings))

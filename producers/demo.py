@@ -26,7 +26,7 @@ from infra.clock import now_ms
 from infra.kafka import make_consumer, make_producer, start_group_at_end
 from infra.keys import Keys
 from infra.markets import load_markets
-from infra.process import setup_logging, stop_on_signals
+from infra.process import run_cli, setup_logging, stop_on_signals
 from infra.publish import Publisher
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import STACK_DIR, Settings
@@ -253,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
     args = p.parse_args(argv)
+    run_cli("demo", lambda: _demo(args), expected=(stack.StackError,))
+
+
+def _demo(args: argparse.Namespace) -> None:
     setup_logging()
     had_broker = stack.is_up()
     bootstrap = stack.up(Settings())
@@ -273,9 +277,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     try:
         print(asyncio.run(morning(args, settings, tag)))
+        url = f"http://{settings.gateway.host}:{settings.gateway.port}"
         print(
             "\nTry it yourself: `make serve` starts the stack, the services and the gateway;"
-            "\nthen open http://127.0.0.1:8000/worker and http://127.0.0.1:8000/kiosk, or post"
+            f"\nthen open {url}/worker and {url}/kiosk, or post"
             " from a terminal with the station key it prints:"
             "\n  .venv/bin/gig-kiosk post --market G4301001 --key KEY --skill general_labourer"
         )

@@ -21,7 +21,7 @@ from infra.backoff import describe
 from infra.clock import now_ms
 from infra.kafka import make_producer
 from infra.markets import Market, load_markets
-from infra.process import setup_logging, stop_on_signals
+from infra.process import require, run_cli, setup_logging, stop_on_signals
 from infra.publish import Outgoing, Publisher
 from infra.settings import get_settings
 from producers.population import MarketPicker, pick_headcount, pick_skill
@@ -133,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=11, help="random seed (11)")
     p.add_argument("--tag", default=str(int(time.time())), help="request id tag (a timestamp)")
     args = p.parse_args(argv)
+    run_cli("gig-load", lambda: _load(args))
+
+
+def _load(args: argparse.Namespace) -> None:
+    require(get_settings(), "kafka")
     setup_logging()
     asyncio.run(run(args))
 

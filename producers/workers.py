@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from infra.clock import now_ms
 from infra.kafka import make_consumer, make_producer
 from infra.markets import Market, load_markets
-from infra.process import setup_logging, stop_on_signals
+from infra.process import require, run_cli, setup_logging, stop_on_signals
 from infra.publish import Outgoing, Publisher
 from infra.settings import Settings, get_settings
 from producers.population import MarketPicker, near, worker_skills
@@ -173,8 +173,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--prefix", default="W", help="worker id prefix (W)")
     p.add_argument("--group", default="gig-worker-sim", help="consumer group for offers")
     args = p.parse_args(argv)
+    run_cli("gig-workers", lambda: _crowd(args, get_settings()))
+
+
+def _crowd(args: argparse.Namespace, settings: Settings) -> None:
+    require(settings, "kafka")
     setup_logging()
-    asyncio.run(run(args, get_settings()))
+    asyncio.run(run(args, settings))
 
 
 if __name__ == "__main__":

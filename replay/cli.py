@@ -28,6 +28,7 @@ from archive.store import PgEventStore
 from dispatch.model import Policy
 from infra.clients import policy_from
 from infra.markets import load_markets, load_prefectures
+from infra.process import require, run_cli
 from infra.settings import PolicySettings, Settings, get_settings
 from replay import outcomes as oc
 from replay import report, runner
@@ -387,13 +388,12 @@ COMMANDS = {"timeline": timeline, "run": run, "report": report_cmd, "status": st
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``replay``."""
     args = parser().parse_args(argv)
-    try:
-        print(asyncio.run(COMMANDS[args.command](args, get_settings())))
-    except KeyboardInterrupt:
-        say("replay: interrupted")
-        sys.exit(130)
-    except (OSError, ValueError) as e:
-        sys.exit(f"replay: {e}")
+    run_cli("replay", lambda: _command(args, get_settings()), expected=(OSError, ValueError))
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> None:
+    require(settings, "kafka" if getattr(args, "source", "pg") == "kafka" else "postgres")
+    print(asyncio.run(COMMANDS[args.command](args, settings)))
 
 
 if __name__ == "__main__":
