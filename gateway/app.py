@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, WebSocket
+from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi import Path as PathParam
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -31,10 +31,11 @@ from gateway.asyncapi import document
 from gateway.auth import AuthError, Principal
 from gateway.fanout import Fanout, run_fanout
 from gateway.hub import Hub
-from gateway.keys import GatewayKeys
+from gateway.keys import BOARD_MAX, GatewayKeys
+from gateway.market_search import LIMIT_MAX, QUERY_MAX, MarketHit, registry, search
 from gateway.service import Conflict, Gateway, Invalid, NotFound
 from gateway.sockets import progress, worker_session
-from gateway.store import Answers, LiveOffers, PostedRequests, RequestHistory
+from gateway.store import Answers, LiveOffers, PostedRequests, RequestHistory, WorkerJobs
 from gateway.supervise import Supervisor
 from gateway.wire import (
     Accepted,
@@ -45,10 +46,13 @@ from gateway.wire import (
     DevLoginIn,
     ErrorOut,
     HireRequestIn,
+    JobStepIn,
     PrincipalOut,
     RequestView,
     StationLoginIn,
     TokenOut,
+    WorkerJobOut,
+    WorkerJobStepIn,
 )
 from infra import pg
 from infra.clients import keys_for, redis_client
@@ -60,6 +64,7 @@ from infra.publish import Publisher
 from infra.redis_index import RedisRequestStore
 from infra.settings import Settings, get_settings
 from schemas import events as ev
+from schemas.names import SKILL_NAMES_ZH, skill_en
 
 STATIC = Path(__file__).parent / "static"
 API = "/api/v1"
@@ -109,13 +114,14 @@ async def _start(app: FastAPI, settings: Settings, stack: contextlib.AsyncExitSt
         posted=PostedRequests(redis, keys, dispatch_keys.request),
         answers=Answers(redis, keys),
         history=RequestHistory(redis, keys),
+        jobs=WorkerJobs(redis, keys),
         dispatch_state=RedisRequestStore(redis, dispatch_keys),
         markets=markets,
         clock=now_ms,
     )
     app.state.health = Health()  # the fan-out consumer's: joining, ok or degraded
-    fanout = _supervised_fanout(settings, Fanout(gateway.offers, gateway.history, hub, keys),
-                                publisher, stack, app.state.health)  # fmt: skip
+    fan = Fanout(gateway.offers, gateway.history, hub, keys, gateway.jobs)
+    fanout = _supervised_fanout(settings, fan, publisher, stack, app.state.health)
     g = settings.gateway
     app.state.parts = Parts(gateway, hub, keys, g.dev_login, g.ws_max_bytes, fanout)
 
@@ -278,6 +284,27 @@ def _pages(app: FastAPI) -> None:
             raise NotFound("no such market")
         return found
 
+    @app.get(f"{API}/markets", tags=["markets"], responses=refusals(422),
+             summary="Markets by Chinese or English name or code, nearest first")  # fmt: skip
+    def find_markets(q: SearchText = "", lon: AnyLon = None, lat: AnyLat = None,
+                     limit: Limit = 20) -> list[MarketHit]:  # fmt: skip
+        if (lon is None) != (lat is None):
+            raise Invalid("give both lon and lat, or neither")
+        near = None if lon is None or lat is None else (lon, lat)
+        return search(registry(), q, near, limit)
+
+    @app.get(f"{API}/skills", tags=["markets"], summary="The skills, in Chinese and English")
+    def skills() -> list[dict[str, str]]:
+        return [{"skill": s, "name_zh": SKILL_NAMES_ZH[s], "name_en": skill_en(s)}
+                for s in ev.SKILLS]  # fmt: skip
+
+
+# The market search's inputs: any position on Earth (a phone may be outside the province).
+SearchText = Annotated[str, Query(max_length=QUERY_MAX, description="words of a name or code")]
+AnyLon = Annotated[float | None, Query(ge=-180, le=180, allow_inf_nan=False)]
+AnyLat = Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False)]
+Limit = Annotated[int, Query(ge=1, le=LIMIT_MAX)]
+
 
 def _page(name: str) -> Any:
     def page() -> FileResponse:
@@ -338,14 +365,51 @@ def _kiosk_routes(app: FastAPI) -> None:
     async def cancel(request_id: PathId, body: CancelIn, who: Caller, p: P) -> Accepted:
         return await p.gateway.cancel_request(who, request_id, body)
 
+    @app.post(f"{API}/requests/{{request_id}}/jobs/{{worker_id}}", tags=["kiosk"],
+              status_code=202, summary="Report a hired worker's job: arrived, done, no-show "
+              "or cancelled", responses=refusals(401, 403, 404, 409, 422))  # fmt: skip
+    async def job_step(
+        request_id: PathId, worker_id: PathId, body: JobStepIn, who: Caller, p: P
+    ) -> Accepted:
+        return await p.gateway.report_job(who, request_id, worker_id, body)
+
     @app.get(f"{API}/requests/{{request_id}}/events", tags=["kiosk"],
-             summary="Live progress (server-sent events) until the request ends",
-             response_class=StreamingResponse, responses=refusals(401, 403, 404))  # fmt: skip
-    async def events(request_id: PathId, who: Caller, p: P) -> StreamingResponse:
+             summary="Live progress (server-sent events, numbered: resumes after "
+             "Last-Event-ID) until the request and all its jobs have ended",
+             response_class=StreamingResponse, responses=refusals(401, 403, 404, 422))  # fmt: skip
+    async def events(request_id: PathId, who: Caller, p: P, last_id: LastEventId = None,
+                     last_event_id: AfterEvent = None) -> StreamingResponse:  # fmt: skip
         await p.gateway.may_follow(who, request_id)
-        stream = progress(p.gateway, p.hub, p.keys, request_id)
+        after = _after(last_id, last_event_id)
+        stream = progress(p.gateway, p.hub, p.keys, request_id, after)
         return StreamingResponse(stream, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})  # fmt: skip
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})  # fmt: skip
+
+    @app.get(f"{API}/requests", tags=["kiosk"],
+             summary="Today's requests of a market, newest first (a station: its own; a "
+             "supervisor: give market_id)", responses=refusals(401, 403, 422))  # fmt: skip
+    async def board(who: Caller, p: P, market_id: MarketQuery = None,
+                    limit: BoardLimit = BOARD_MAX) -> list[RequestView]:  # fmt: skip
+        return await p.gateway.board(who, market_id, limit)
+
+
+# The progress stream resumes after the last event its client saw: the ``Last-Event-ID`` header
+# an EventSource sends when it reconnects, or ``?last_event_id=`` where no header can be set
+# (a page opening the stream again). The header wins: it is the later one.
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)]
+AfterEvent = Annotated[int | None, Query(ge=0, le=10**12, description="resume after this event")]
+MarketQuery = Annotated[str | None, Query(min_length=1, max_length=ev.ID_MAX,
+                                          pattern=ev.ID_PATTERN)]  # fmt: skip
+BoardLimit = Annotated[int, Query(ge=1, le=BOARD_MAX)]
+
+
+def _after(header: str | None, query: int | None) -> int:
+    if header is None or not header.strip():
+        return query or 0
+    if not (header.strip().isascii() and header.strip().isdigit()):
+        raise Invalid("Last-Event-ID must be an event number")
+    return int(header.strip())
 
 
 def _worker_routes(app: FastAPI) -> None:
@@ -353,6 +417,18 @@ def _worker_routes(app: FastAPI) -> None:
              summary="A worker's open offers", responses=refusals(401, 403))  # fmt: skip
     async def offers(worker_id: PathId, who: Caller, p: P) -> list[ev.OfferMade]:
         return await p.gateway.live_offers(who, worker_id)
+
+    @app.get(f"{API}/workers/{{worker_id}}/jobs", tags=["worker"],
+             summary="A worker's jobs of the last day, newest first",
+             responses=refusals(401, 403))  # fmt: skip
+    async def jobs(worker_id: PathId, who: Caller, p: P) -> list[WorkerJobOut]:
+        return await p.gateway.worker_jobs(who, worker_id)
+
+    @app.post(f"{API}/worker/jobs/{{request_id}}", tags=["worker"], status_code=202,
+              summary="Report your own job: arrived at it, or done",
+              responses=refusals(401, 403, 404, 409, 422))  # fmt: skip
+    async def my_job_step(request_id: PathId, body: WorkerJobStepIn, who: Caller, p: P) -> Accepted:
+        return await p.gateway.worker_job_step(who, request_id, body)
 
     @app.post(f"{API}/answers", tags=["worker"], summary="Accept or decline one of your offers",
               responses=refusals(401, 403, 409))  # fmt: skip

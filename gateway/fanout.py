@@ -22,7 +22,7 @@ from pydantic import TypeAdapter
 
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
-from gateway.store import LiveOffers, RequestHistory
+from gateway.store import LiveOffers, RequestHistory, WorkerJobs, numbered
 from infra.backoff import until_stopped
 from infra.clock import now_ms
 from infra.consume import Durable, Resilience, consume
@@ -36,7 +36,7 @@ from schemas import events as ev
 from schemas.topics import OFFERS, REQUEST_EVENTS
 
 CONSUMER = "gateway"
-OFFER_ADAPTER: TypeAdapter[ev.OfferMade | ev.OfferWithdrawn] = ev.OFFER_EVENT
+OFFER_ADAPTER: TypeAdapter[ev.OfferMade | ev.OfferWithdrawn | ev.Hired] = ev.OFFER_EVENT
 EVENT_ADAPTER: TypeAdapter[ev.RequestEvent] = ev.REQUEST_EVENT
 
 
@@ -46,6 +46,7 @@ class Sorted:
 
     made: list[ev.OfferMade] = field(default_factory=list)
     gone: list[ev.OfferWithdrawn] = field(default_factory=list)
+    hired: list[ev.Hired] = field(default_factory=list)
     happened: list[tuple[str, ev.RequestEvent]] = field(default_factory=list)
     dead: list[Outgoing] = field(default_factory=list)
 
@@ -62,27 +63,48 @@ def sort_batch(records: Sequence[ConsumerRecord[Any, Any]], now_ms: int) -> Sort
         if isinstance(msg, ev.OfferMade):
             if msg.expires_at_ms > now_ms:
                 out.made.append(msg)
+        elif isinstance(msg, ev.Hired):
+            out.hired.append(msg)
         else:
             out.gone.append(msg)
     out.happened = [(msg.request_id, msg) for _, msg in events.good]
     return out
 
 
-def pushes(batch: Sorted, keys: GatewayKeys) -> list[tuple[str, str]]:
-    """(channel, JSON) for every message some socket or stream may be waiting for."""
+def pushes(batch: Sorted, keys: GatewayKeys, numbers: Sequence[int] = ()) -> list[tuple[str, str]]:
+    """(channel, JSON) for every message some socket or stream may be waiting for. A request's
+    event carries its number in the request's log (``numbers``, one per ``batch.happened``),
+    so a progress stream drops what it sent already (``gateway.store.numbered``)."""
     items = [(keys.worker_channel(m.worker_id), m.model_dump_json()) for m in batch.made]
     items += [(keys.worker_channel(m.worker_id), m.model_dump_json()) for m in batch.gone]
-    items += [(keys.request_channel(rid), m.model_dump_json()) for rid, m in batch.happened]
+    items += [(keys.worker_channel(m.worker_id), m.model_dump_json()) for m in batch.hired]
+    told = [m.model_dump_json() for _, m in batch.happened]
+    if numbers:
+        told = [numbered(n, text) for n, text in zip(numbers, told, strict=True)]
+    items += [(keys.request_channel(rid), text)
+              for (rid, _), text in zip(batch.happened, told, strict=True)]  # fmt: skip
+    # A job's steps reach its worker as well as its kiosk.
+    items += [(keys.worker_channel(m.worker_id), m.model_dump_json()) for m in job_changes(batch)]
     return items
+
+
+def job_changes(batch: Sorted) -> list[ev.JobChanged]:
+    return [m for _, m in batch.happened if isinstance(m, ev.JobChanged)]
 
 
 class Fanout:
     """Carries out one sorted batch: Redis views first, then the pushes."""
 
     def __init__(
-        self, offers: LiveOffers, history: RequestHistory, hub: Hub, keys: GatewayKeys
+        self,
+        offers: LiveOffers,
+        history: RequestHistory,
+        hub: Hub,
+        keys: GatewayKeys,
+        jobs: WorkerJobs,
     ) -> None:
         self.offers = offers
+        self.jobs = jobs
         self.history = history
         self.hub = hub
         self.keys = keys
@@ -90,9 +112,9 @@ class Fanout:
     async def handle(self, batch: Sorted) -> None:
         # Views before pushes: a socket that hears of an offer can already answer it.
         await self.offers.apply(batch.made, batch.gone)
-        if batch.happened:
-            await self.history.add(batch.happened)
-        await self.hub.publish(pushes(batch, self.keys))
+        await self.jobs.apply(batch.hired, job_changes(batch))
+        numbers = await self.history.add(batch.happened) if batch.happened else []
+        await self.hub.publish(pushes(batch, self.keys, numbers))
 
 
 @until_stopped

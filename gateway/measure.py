@@ -1,11 +1,13 @@
-"""Offer-to-socket latency: from an ``OfferMade`` published on Kafka to the worker's socket.
+"""Offer-to-socket and hired-to-socket latency: from an ``OfferMade`` or a ``Hired`` published
+on Kafka to the worker's socket.
 
     python -m gateway.measure --workers 200 --offers 3000 --rate 500
 
 It starts a private Apache Kafka node, uses the configured Redis and PostgreSQL, runs a gateway in
 this process, connects ``--workers`` worker sockets, publishes offers to them at ``--rate`` per
-second (each stamped with the time it is sent), and reports p50, p99 and max of receipt time
-minus that stamp, plus how many arrived. Client and gateway share the machine's clock.
+second (each stamped with the time it is sent; every other one is a ``Hired``), and reports
+for each kind p50, p99 and max of receipt time minus that stamp, plus how many arrived.
+Client and gateway share the machine's clock.
 """
 
 from __future__ import annotations
@@ -50,11 +52,26 @@ def offer(worker: str, n: int) -> ev.OfferMade:
     )  # fmt: skip
 
 
-async def receive(ws: ClientConnection, out: list[float], arrived: asyncio.Event) -> None:
+def hired(worker: str, n: int) -> ev.Hired:
+    return ev.Hired(
+        event_id=f"hi:{n}", at_ms=now_ms(), offer_id=f"O-{n}", request_id=f"R-{n}",
+        worker_id=worker, market_id="G4301001", market_name_zh="长沙市第1零工市场",
+        market_name_en="Changsha Gig Market 1", address="岳麓区", skill="cook",
+        wage_yuan_per_day=300.0, start_at_ms=now_ms(), note="8:00-17:00", contact="0731-1",
+        headcount=2, others=1, lon=113.0, lat=28.0,
+    )  # fmt: skip
+
+
+KINDS = ("OfferMade", "Hired")
+
+
+async def receive(
+    ws: ClientConnection, out: dict[str, list[float]], arrived: asyncio.Event
+) -> None:
     async for raw in ws:
         msg = json.loads(raw)
-        if msg.get("type") == "OfferMade":
-            out.append(time.time() * 1000 - msg["at_ms"])
+        if msg.get("type") in out:
+            out[msg["type"]].append(time.time() * 1000 - msg["at_ms"])
             arrived.set()
 
 
@@ -77,7 +94,7 @@ async def measure(args: argparse.Namespace, bootstrap: str) -> str:
     await pg.prepare(settings.pg_dsn)
     secret = auth.resolve_secret(gw)
     workers = [f"W-lat-{i}" for i in range(args.workers)]
-    latencies: list[float] = []
+    latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
     arrived = asyncio.Event()
     async with serving(settings) as running, contextlib.AsyncExitStack() as sockets:
         readers = []
@@ -96,23 +113,29 @@ async def measure(args: argparse.Namespace, bootstrap: str) -> str:
                 await pub.publish([Outgoing(OFFERS, workers[0], offer(workers[0], -1))])
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(arrived.wait(), 1.0)
-            latencies.clear()
+            for kind in KINDS:
+                latencies[kind].clear()
             gap = 1.0 / args.rate
             started = time.monotonic()
             for n in range(args.offers):
                 w = workers[n % len(workers)]
-                await pub.publish([Outgoing(OFFERS, w, offer(w, n))])
+                msg = offer(w, n) if n % 2 == 0 else hired(w, n)
+                await pub.publish([Outgoing(OFFERS, w, msg)])
                 await asyncio.sleep(max(0.0, started + (n + 1) * gap - time.monotonic()))
             await asyncio.sleep(1.0)
         finally:
             await producer.stop()
             for r in readers:
                 r.cancel()
+    head = (f"{args.offers} messages (half offers, half hires), {args.workers} sockets, "
+            f"{args.rate:g}/s, fetch_max_wait_ms={args.fetch_wait_ms}")  # fmt: skip
+    return "\n".join([head] + [_line(kind, v) for kind, v in latencies.items()])
+
+
+def _line(kind: str, values: list[float]) -> str:
     return (
-        f"offer-to-socket over {len(latencies)}/{args.offers} offers, {args.workers} sockets, "
-        f"{args.rate:g}/s, fetch_max_wait_ms={args.fetch_wait_ms}: "
-        f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms, "
-        f"max {max(latencies, default=float('nan')):.1f} ms"
+        f"  {kind:<9} to socket: {len(values)} arrived, p50 {pct(values, 50):.1f} ms, "
+        f"p99 {pct(values, 99):.1f} ms, max {max(values, default=float('nan')):.1f} ms"
     )
 
 

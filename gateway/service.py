@@ -19,10 +19,11 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from dispatch.model import OfferStatus, RequestState
+from dispatch import core
+from dispatch.model import HIRED, JobStep, OfferStatus, RequestState
 from gateway import auth
 from gateway.auth import Principal
-from gateway.store import Answers, LiveOffers, PostedRequests, RequestHistory
+from gateway.store import Answers, LiveOffers, PostedRequests, RequestHistory, WorkerJobs
 from gateway.wire import (
     Accepted,
     AnswerIn,
@@ -31,7 +32,12 @@ from gateway.wire import (
     CancelIn,
     CheckInIn,
     HireRequestIn,
+    JobStatus,
+    JobStepIn,
+    JobView,
     RequestView,
+    WorkerJobOut,
+    WorkerJobStepIn,
 )
 from infra.decoding import explain
 from infra.publish import Outgoing
@@ -41,7 +47,11 @@ from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
 
 Place = tuple[float, float]
 # Fields a repeated post must share with the first one to count as the same request.
-SAME_REQUEST = ("market_id", "skill", "headcount", "wage_yuan_per_day", "lon", "lat", "note")
+SAME_REQUEST = (
+    "market_id", "skill", "headcount", "wage_yuan_per_day", "lon", "lat", "note", "contact",
+    "address",
+)  # fmt: skip
+NOT_HIRED = "no such job: that worker was not hired for this request"
 REQUEST_ID_IN_USE = "this request id is already in use"
 NO_SUCH_REQUEST = "no such request"
 ANSWERED = "this offer has been answered already"
@@ -77,6 +87,7 @@ class Gateway:
     posted: PostedRequests
     answers: Answers
     history: RequestHistory
+    jobs: WorkerJobs
     dispatch_state: RedisRequestStore
     markets: Mapping[str, Place]
     clock: Callable[[], int]
@@ -126,8 +137,9 @@ class Gateway:
                 event_id=f"hr:{body.request_id}", at_ms=at, request_id=body.request_id,
                 market_id=body.market_id, skill=body.skill, headcount=body.headcount,
                 wage_yuan_per_day=body.wage_yuan_per_day, lon=body.lon, lat=body.lat,
-                start_at_ms=at, deadline_at_ms=at + int(body.deadline_min * 60_000),
-                note=body.note,
+                start_at_ms=at + int(body.start_in_min * 60_000),
+                deadline_at_ms=at + int(body.deadline_min * 60_000),
+                note=body.note, contact=body.contact, address=body.address,
             )  # fmt: skip
         except ValidationError as e:
             raise Invalid(explain(e)) from None
@@ -159,6 +171,22 @@ class Gateway:
         assert posted is not None
         return await self._pending_view(posted)
 
+    async def board(self, who: Principal, market_id: str | None, limit: int) -> list[RequestView]:
+        """A market's requests posted today (the stations' day), newest first, at most
+        ``limit``: a station sees its own market's; a supervisor names the market."""
+        market = _board_market(who, market_id)
+        ids = await self.posted.of_day(market, self.clock(), limit)
+        loaded = await self.dispatch_state.load(ids)
+        out: list[RequestView] = []
+        for rid in ids:
+            if rid in loaded:
+                state = loaded[rid][1]
+                if state.job.market_id == market:  # the dispatcher's word on whose it is
+                    out.append(view_of(state))
+            elif (posted := await self.posted.get(rid)) is not None:
+                out.append(await self._pending_view(posted))
+        return out
+
     async def _pending_view(self, posted: ev.HireRequested) -> RequestView:
         rejected = [
             e for e in await self.history.events(posted.request_id)
@@ -170,6 +198,49 @@ class Gateway:
             assigned=0, assignments=[], offers_out=0, offers_made=0, wave=0,
             deadline_at_ms=posted.deadline_at_ms, reason=rejected[0].reason if rejected else "",
         )  # fmt: skip
+
+    async def report_job(
+        self, who: Principal, request_id: str, worker_id: str, body: JobStepIn
+    ) -> Accepted:
+        """A station reports a hired worker's job: arrived, done, no-show or cancelled."""
+        state = await self._state(request_id)
+        auth.may_write_market(who, state.job.market_id)
+        step = JobStep(request_id, worker_id, body.step, "station", body.reason)
+        return await self._job_step(state, step)
+
+    async def worker_job_step(
+        self, who: Principal, request_id: str, body: WorkerJobStepIn
+    ) -> Accepted:
+        """A worker reports their own job: arrived at it, or done."""
+        worker_id = auth.must_be_worker(who)
+        loaded = await self.dispatch_state.load([request_id])
+        if request_id not in loaded:
+            raise NotFound(NOT_HIRED)
+        step = JobStep(request_id, worker_id, body.step, "worker")
+        return await self._job_step(loaded[request_id][1], step)
+
+    async def _job_step(self, state: RequestState, step: JobStep) -> Accepted:
+        """Check the step by the dispatcher's own rules, then send it on."""
+        if not any(o.worker_id == step.worker_id and o.status in HIRED for o in state.offers):
+            raise NotFound(NOT_HIRED)
+        decision = core.on_job_step(state, step)
+        if decision.refused is not None:
+            raise Conflict(decision.refused.removeprefix("refused: "))
+        rid, market = state.job.request_id, state.job.market_id
+        msg = ev.JobReported(
+            event_id=f"jr:{rid}:{step.worker_id}:{step.step}", at_ms=self.clock(),
+            request_id=rid, worker_id=step.worker_id, market_id=market, step=step.step,  # type: ignore[arg-type]
+            by=step.by, reason=step.reason,  # type: ignore[arg-type]
+        )  # fmt: skip
+        await self.sink.publish([Outgoing(HIRE_REQUESTS, rid, msg)])
+        detail = "already so" if not decision.changed else f"{step.step} sent"
+        return Accepted(request_id=rid, status="sent", detail=detail)
+
+    async def _state(self, request_id: str) -> RequestState:
+        loaded = await self.dispatch_state.load([request_id])
+        if request_id not in loaded:
+            raise NotFound(NO_SUCH_REQUEST)
+        return loaded[request_id][1]
 
     async def may_follow(self, who: Principal, request_id: str) -> None:
         """Whether the caller may follow a request's progress (raises if not)."""
@@ -192,6 +263,11 @@ class Gateway:
     async def live_offers(self, who: Principal, worker_id: str) -> list[ev.OfferMade]:
         auth.may_read_worker(who, worker_id)
         return await self.offers.live(worker_id, self.clock())
+
+    async def worker_jobs(self, who: Principal, worker_id: str) -> list[WorkerJobOut]:
+        """The worker's jobs of the last day, newest first, with where each stands."""
+        auth.may_read_worker(who, worker_id)
+        return [WorkerJobOut(hired=h, status=status) for h, status in await self.jobs.of(worker_id)]
 
     async def answer(self, who: Principal, body: AnswerIn) -> AnswerOut:
         """Pass a worker's answer on to dispatch, if the offer is theirs and still open."""
@@ -249,6 +325,18 @@ class Gateway:
         await self.sink.publish([Outgoing(WORKER_EVENTS, worker_id, msg)])
 
 
+def _board_market(who: Principal, market_id: str | None) -> str:
+    """Whose board the caller may read: a station its own market's, a supervisor any one it
+    names (``Invalid`` if it names none)."""
+    if who.role == "worker":
+        raise auth.AuthError(403, auth.NOT_ALLOWED)
+    market = market_id or (who.subject if who.role == "station" else None)
+    if market is None:
+        raise Invalid("give market_id: which market's requests")
+    auth.may_read_market(who, market)
+    return market
+
+
 def _differs(a: ev.HireRequested, b: ev.HireRequested) -> bool:
     return any(getattr(a, f) != getattr(b, f) for f in SAME_REQUEST)
 
@@ -256,12 +344,18 @@ def _differs(a: ev.HireRequested, b: ev.HireRequested) -> bool:
 def view_of(state: RequestState) -> RequestView:
     """The kiosk's view of the dispatcher's request state."""
     job = state.job
-    accepted = [o for o in state.offers if o.status is OfferStatus.ACCEPTED]
+    accepted = [o for o in state.offers if o.status in HIRED]
+    jobs = [JobView(worker_id=o.worker_id, offer_id=o.offer_id, distance_km=o.distance_km,
+                    status=_job_status(o.status)) for o in accepted]  # fmt: skip
     return RequestView(
         request_id=job.request_id, market_id=job.market_id, skill=job.skill,
         headcount=job.headcount, status=state.status.value, assigned=len(accepted),
         assignments=[Assignment(worker_id=o.worker_id, offer_id=o.offer_id,
                                 distance_km=o.distance_km) for o in accepted],
         offers_out=len(state.live), offers_made=len(state.offers), wave=state.wave,
-        deadline_at_ms=job.deadline_at_ms,
+        deadline_at_ms=job.deadline_at_ms, jobs=jobs,
     )  # fmt: skip
+
+
+def _job_status(status: OfferStatus) -> JobStatus:
+    return "hired" if status is OfferStatus.ACCEPTED else status.value  # type: ignore[return-value]

@@ -13,7 +13,16 @@ from typing import Final, Literal
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from gateway.keys import ANSWER_GRACE_MS, REQUEST_GRACE_MS, REQUEST_MIN_TTL_MS, GatewayKeys
+from gateway.keys import (
+    ANSWER_GRACE_MS,
+    JOBS_TTL_MS,
+    POSTED_PER_DAY_MAX,
+    POSTED_TTL_MS,
+    REQUEST_GRACE_MS,
+    REQUEST_MIN_TTL_MS,
+    GatewayKeys,
+    day_of,
+)
 from schemas import events as ev
 
 FINAL_EVENTS = frozenset({"RequestFilled", "RequestExpired", "RequestCancelled", "RequestRejected"})
@@ -53,6 +62,45 @@ class LiveOffers:
 
     async def drop(self, worker_id: str, offer_id: str) -> None:
         await self.redis.hdel(self.keys.offers(worker_id), offer_id)
+
+
+class WorkerJobs:
+    """Each worker's jobs of the last day with their status, so a reloaded page restores them."""
+
+    def __init__(self, redis: Redis, keys: GatewayKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def apply(self, hired: Sequence[ev.Hired], changed: Sequence[ev.JobChanged]) -> None:
+        """Record new jobs and their steps, in one round trip. A redelivered ``Hired`` never
+        takes a job back to "hired" (``HSETNX``)."""
+        if not hired and not changed:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for h in hired:
+            key = self.keys.jobs(h.worker_id)
+            pipe.hset(key, f"h:{h.offer_id}", h.model_dump_json())
+            pipe.hsetnx(key, f"s:{h.offer_id}", "hired")
+            pipe.pexpire(key, JOBS_TTL_MS)
+        for c in changed:
+            key = self.keys.jobs(c.worker_id)
+            pipe.hset(key, f"s:{c.offer_id}", c.status)
+            pipe.pexpire(key, JOBS_TTL_MS)
+        await pipe.execute()
+
+    async def of(self, worker_id: str) -> list[tuple[ev.Hired, str]]:
+        """The worker's jobs, newest first, each with its status."""
+        raw = await self.redis.hgetall(self.keys.jobs(worker_id))
+        out = []
+        for field, value in raw.items():
+            if not str(field).startswith("h:"):
+                continue
+            try:
+                hired = ev.Hired.model_validate_json(value)
+            except ValidationError:  # stored by another version: skipped, never a failure
+                continue
+            out.append((hired, str(raw.get(f"s:{hired.offer_id}", "hired"))))
+        return sorted(out, key=lambda job: job[0].at_ms, reverse=True)
 
 
 # The race point of posting. KEYS[1]: the gateway's record of the request (its claim);
@@ -114,10 +162,31 @@ class PostedRequests:
         keys = [self.keys.request(rid), self.state_key(rid)]
         outcome, raw = await self._claim(keys, [msg.model_dump_json(), msg.market_id, ttl])
         if outcome == "repeat" and raw:
-            return Claim("repeat", ev.HireRequested.model_validate_json(raw))
+            first = ev.HireRequested.model_validate_json(raw)
+            # Listed again (harmless): covers a gateway that stopped after claiming.
+            await self.remember(first)
+            return Claim("repeat", first)
         if outcome == "new":
+            await self.remember(msg)
             return Claim("new", msg)
         return Claim("foreign")
+
+    async def remember(self, msg: ev.HireRequested) -> None:
+        """List the request among its market's requests of the day it was posted. A second
+        listing keeps the first time (``NX``)."""
+        key = self.keys.posted(msg.market_id, day_of(msg.at_ms))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {msg.request_id: msg.at_ms}, nx=True)
+        pipe.zremrangebyrank(key, 0, -POSTED_PER_DAY_MAX - 1)
+        pipe.pexpire(key, POSTED_TTL_MS)
+        await pipe.execute()
+
+    async def of_day(self, market_id: str, at_ms: int, limit: int) -> list[str]:
+        """The market's requests posted on the day of ``at_ms``, newest first, at most
+        ``limit``."""
+        key = self.keys.posted(market_id, day_of(at_ms))
+        ids: list[str] = await self.redis.zrange(key, 0, limit - 1, desc=True)  # type: ignore[assignment]
+        return ids
 
     async def get(self, request_id: str) -> ev.HireRequested | None:
         raw = await self.redis.get(self.keys.request(request_id))
@@ -149,29 +218,84 @@ class Answers:
         await self.redis.delete(self.keys.answered(offer_id))
 
 
+# Appends a request's events to its log, each once. KEYS[1]: the log (list), KEYS[2]: event id
+# -> number (hash), one {request} slot. ARGV[1]: TTL (ms); then (event id, JSON) pairs.
+# Returns each event's number: its position in the log from 1, the old one for a repeat.
+_APPEND: Final = """
+local out = {}
+for i = 2, #ARGV, 2 do
+  local n = redis.call('HGET', KEYS[2], ARGV[i])
+  if not n then
+    n = redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    redis.call('HSET', KEYS[2], ARGV[i], n)
+  end
+  out[#out + 1] = tonumber(n)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return out
+"""
+
+
+def numbered(number: int, text: str) -> str:
+    """A pushed event with its number in the request's log in front: ``"7 {...}"``."""
+    return f"{number} {text}"
+
+
+def unnumbered(text: str) -> tuple[int | None, str]:
+    """(number, JSON) of a pushed event; the number is None for a push without one."""
+    head, _, rest = text.partition(" ")
+    if head.isdigit() and rest:
+        return int(head), rest
+    return None, text
+
+
 class RequestHistory:
-    """Each request's lifecycle events, for progress streams and status."""
+    """Each request's lifecycle events in log order, numbered, for progress streams and status.
+
+    An event's number is its position in the request's log (from 1): it is the same on every
+    gateway process and for every reader, so a stream resumes after the last number its
+    client saw (``Last-Event-ID``) and sends nothing twice.
+    """
 
     def __init__(self, redis: Redis, keys: GatewayKeys) -> None:
         self.redis = redis
         self.keys = keys
+        self._append = redis.register_script(_APPEND)
 
-    async def add(self, events: Sequence[tuple[str, ev.RequestEvent]]) -> None:
-        """Store events (request id, event); a redelivered event is stored once."""
+    async def add(self, events: Sequence[tuple[str, ev.RequestEvent]]) -> list[int]:
+        """Append events (request id, event) in the order given, which is the log's; a
+        redelivered event is stored once. Returns each event's number, in the same order."""
+        by_request: dict[str, list[int]] = {}
+        for i, (rid, _) in enumerate(events):
+            by_request.setdefault(rid, []).append(i)
         pipe = self.redis.pipeline(transaction=False)
-        for rid, msg in events:
-            key = self.keys.events(rid)
-            pipe.zadd(key, {msg.model_dump_json(): msg.at_ms})
-            pipe.pexpire(key, REQUEST_GRACE_MS)
-        await pipe.execute()
+        for rid, places in by_request.items():
+            args: list[str | int] = [REQUEST_GRACE_MS]
+            for i in places:
+                msg = events[i][1]
+                args += [msg.event_id, msg.model_dump_json()]
+            await self._append(keys=[self.keys.log(rid), self.keys.logged(rid)], args=args,
+                               client=pipe)  # fmt: skip
+        numbers = [0] * len(events)
+        for places, got in zip(by_request.values(), await pipe.execute(), strict=True):
+            for i, n in zip(places, got, strict=True):
+                numbers[i] = int(n)
+        return numbers
 
-    async def events(self, request_id: str) -> list[ev.RequestEvent]:
-        raw: list[str] = await self.redis.zrange(self.keys.events(request_id), 0, -1)  # type: ignore[assignment]
-        out: list[ev.RequestEvent] = []
-        for item in raw:
+    async def numbered(self, request_id: str, after: int = 0) -> list[tuple[int, ev.RequestEvent]]:
+        """The request's events after number ``after``, in log order, each with its number.
+        An entry that no longer parses (stored by another version) is skipped; the numbers of
+        the others stay as they are."""
+        raw: list[str] = await self.redis.lrange(self.keys.log(request_id), after, -1)  # type: ignore[assignment]
+        out: list[tuple[int, ev.RequestEvent]] = []
+        for n, item in enumerate(raw, start=after + 1):
             try:
-                out.append(ev.REQUEST_EVENT.validate_json(item))
+                out.append((n, ev.REQUEST_EVENT.validate_json(item)))
             except ValidationError:
                 continue
-        # Events of one millisecond sort by their JSON in Redis; put the last word last.
-        return sorted(out, key=lambda e: (e.at_ms, e.type in FINAL_EVENTS))
+        return out
+
+    async def events(self, request_id: str) -> list[ev.RequestEvent]:
+        """The request's events in log order."""
+        return [e for _, e in await self.numbered(request_id)]

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import Id, Lat, Lon, Skill
+from schemas.events import Hired, Id, Lat, Lon, Skill
 
 
 class _In(BaseModel):
@@ -30,7 +30,42 @@ class HireRequestIn(_In):
     deadline_min: float = Field(10.0, gt=0, le=24 * 60, description="minutes to fill it")
     lon: Lon | None = None
     lat: Lat | None = None
-    note: str = Field("", max_length=200)
+    note: str = Field("", max_length=200, description="what the workers should know")
+    contact: str = Field("", max_length=60, description="the station's phone or desk")
+    address: str = Field("", max_length=200, description="where to go, if not the market")
+    start_in_min: float = Field(0.0, ge=0, le=23 * 60, description="minutes until work starts")
+
+
+class JobStepIn(_In):
+    """A station's report on a hired worker's job: arrived, done, no-show or cancelled."""
+
+    step: Literal["arrived", "done", "no_show", "cancelled"]
+    reason: str = Field("", max_length=200)
+
+
+class WorkerJobStepIn(_In):
+    """A worker's report on their own job: arrived at it, or done."""
+
+    step: Literal["arrived", "done"]
+
+
+JobStatus = Literal["hired", "arrived", "done", "no_show", "cancelled"]
+
+
+class JobView(BaseModel):
+    """A hired worker's job as the kiosk sees it."""
+
+    worker_id: str
+    offer_id: str
+    distance_km: float
+    status: JobStatus
+
+
+class WorkerJobOut(BaseModel):
+    """One of a worker's jobs: the details they were sent when hired, and where it stands."""
+
+    hired: Hired
+    status: JobStatus
 
 
 class CancelIn(_In):
@@ -107,6 +142,7 @@ class RequestView(BaseModel):
     wave: int
     deadline_at_ms: int
     reason: str = ""
+    jobs: list[JobView] = []
 
 
 # --- the worker socket --------------------------------------------------------------------

@@ -4,13 +4,16 @@ recording sink to see what it publishes, and tokens signed with the test's own s
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from playwright.async_api import Browser, Page, async_playwright
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -90,3 +93,32 @@ async def module_gateway(settings: Settings) -> AsyncIterator[tuple[Running, Rec
 
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+# --- Chromium, for the pages ------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium (Debian's); each context gets a fresh temporary profile."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Chromium is not installed (make system-deps installs it)")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def snap(page: Page, name: str, full_page: bool = True) -> None:
+    """A screenshot for the docs when GIG_SCREENSHOTS names a directory."""
+    if folder := os.environ.get("GIG_SCREENSHOTS"):
+        await page.screenshot(path=f"{folder}/{name}.png", full_page=full_page)

@@ -81,12 +81,15 @@ async def test_post_offer_accept_filled(
         assert [a["worker_id"] for a in view["assignments"]] == [worker]
         assert view["assigned"] == 1
 
-        # The progress stream replays the history and ends with the fill.
+        # The progress stream replays the history up to the fill (and stays open: the hired
+        # worker's job goes on).
         seen = []
         async with http.stream("GET", f"/api/v1/requests/{rid}/events", headers=station) as sse:
             async for line in sse.aiter_lines():
                 if line.startswith("event: "):
                     seen.append(line.removeprefix("event: "))
+                if seen[-1:] == ["RequestFilled"]:
+                    break
         assert seen[0] == "WaveSent" and seen[-1] == "RequestFilled"
         assert "WorkerAssigned" in seen
 
