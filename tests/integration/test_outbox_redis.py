@@ -85,7 +85,7 @@ async def test_a_leased_timer_publishes_what_a_dead_dispatcher_saved(shop: Shop)
     d = shop.dispatcher()
     await d.handle([NewJob(job())], T0)
     filled = await d.decide([Answer("R1", "R1:w0", "w0", True)], T0 + 1000)  # then killed
-    assert [type(o.message) for o in filled.out] == [ev.WorkerAssigned, ev.RequestFilled]
+    assert [type(o.message) for o in filled.out] == [ev.WorkerAssigned, ev.RequestFilled, ev.Hired]
     # The request is over, yet its timer stays until its last messages are out: it wakes.
     due = T0 + POLICY.offer_ttl_ms
     assert await shop.store.pop_due(due, 10) == ["R1"]
