@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi import Path as PathParam
 from fastapi.exception_handlers import http_exception_handler
@@ -29,6 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import auth
 from gateway.asyncapi import document
 from gateway.auth import AuthError, Principal
+from gateway.console import dead, province, reports
+from gateway.console.deps import ConsoleDeps
 from gateway.fanout import Fanout, run_fanout
 from gateway.hub import Hub
 from gateway.keys import BOARD_MAX, GatewayKeys
@@ -124,6 +127,9 @@ async def _start(app: FastAPI, settings: Settings, stack: contextlib.AsyncExitSt
     fanout = _supervised_fanout(settings, fan, publisher, stack, app.state.health)
     g = settings.gateway
     app.state.parts = Parts(gateway, hub, keys, g.dev_login, g.ws_max_bytes, fanout)
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
+    stack.push_async_callback(pool.close)
+    app.state.console = ConsoleDeps(settings, pool, redis, publisher)
 
 
 def _supervised_fanout(
@@ -264,12 +270,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _auth_routes(app)
     _kiosk_routes(app)
     _worker_routes(app)
+    for part in (province, reports, dead):
+        app.include_router(part.router)
     return app
 
 
 def _pages(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for path, page in (("/", "index.html"), ("/kiosk", "kiosk.html"), ("/worker", "worker.html")):
+    pages = (("/", "index.html"), ("/kiosk", "kiosk.html"), ("/worker", "worker.html"),
+             ("/supervisor", "supervisor.html"))  # fmt: skip
+    for path, page in pages:
         app.add_api_route(path, _page(page), include_in_schema=False, methods=["GET"])
 
     @app.get("/asyncapi.json", tags=["documents"], summary="AsyncAPI document of every topic")

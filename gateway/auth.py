@@ -7,7 +7,9 @@ role          reads                                 writes
 ============  ====================================  =======================================
 station       its own market's requests             post and cancel its own market's requests
 worker        its own offers                        answer its own offers, check in, go offline
-supervisor    every request, every worker's offers  nothing
+supervisor    every request, every worker's offers, nothing
+              the console (reports, dead letters)
+operator      what a supervisor reads               requeue a dead letter (audited on the log)
 ============  ====================================  =======================================
 
 Tokens are JWT (HS256) with ``sub`` (market id, worker id or supervisor name), ``role`` and
@@ -36,8 +38,8 @@ from pydantic import TypeAdapter, ValidationError
 from infra.settings import STACK_DIR, GatewaySettings
 from schemas.events import Id
 
-Role = Literal["station", "worker", "supervisor"]
-ROLES: Final[tuple[Role, ...]] = ("station", "worker", "supervisor")
+Role = Literal["station", "worker", "supervisor", "operator"]
+ROLES: Final[tuple[Role, ...]] = ("station", "worker", "supervisor", "operator")
 ALGORITHM: Final = "HS256"
 DEV_SECRET_FILE: Final = STACK_DIR / "gateway-secret"
 STATION_KEY_CHARS: Final = 24
@@ -146,6 +148,18 @@ def may_read_worker(who: Principal, worker_id: str) -> None:
     if who.role == "supervisor" or (who.role == "worker" and who.subject == worker_id):
         return
     raise AuthError(403, NOT_ALLOWED)
+
+
+def must_supervise(who: Principal) -> None:
+    """Read the console: a supervisor (read-only) or an operator."""
+    if who.role not in ("supervisor", "operator"):
+        raise AuthError(403, NOT_ALLOWED)
+
+
+def must_operate(who: Principal) -> None:
+    """Change something from the console (requeue a dead letter): an operator only."""
+    if who.role != "operator":
+        raise AuthError(403, NOT_ALLOWED)
 
 
 def must_be_worker(who: Principal) -> str:

@@ -82,7 +82,7 @@ class StationLoginIn(_In):
 class DevLoginIn(_In):
     """Development only: any role and subject, no credentials."""
 
-    role: Literal["station", "worker", "supervisor"]
+    role: Literal["station", "worker", "supervisor", "operator"]
     subject: Id
 
 

@@ -1,0 +1,2 @@
+// The console's province tab (see supervisor.js for Console.tab).
+"use strict";
