@@ -5,6 +5,13 @@ appends a batch in one transaction with its position, then commits the Kafka off
 between the two means the batch comes again and adds nothing. Every few seconds it logs how
 many records it archived and how far behind the end of the log it is (its lag).
 
+The lag counts every partition the archiver owns, read lately or not: every few seconds the
+end offsets of all of them (one round trip) minus its positions, kept up to date between
+measurements by each batch's own partitions (the fetch's high watermark). It is written per
+partition into ``archive_progress`` with the batch, shown as ``gig_consumer_lag`` on
+``/metrics`` (``metrics.archiver_port``, 9103) and bounds ``/readyz``. (It used to be summed
+over the partitions of the last batch only: "lag 0" while other partitions were far behind.)
+
 It rides out outages like every consumer (``infra.consume``): a lost PostgreSQL connection
 is made again and the batch retried; a record that makes the store fail for good is
 dead-lettered and skipped rather than crashing the archiver on every restart.
@@ -17,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +35,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from archive.records import ARCHIVED_TOPICS, Row, as_raw, row_of
 from archive.store import PgEventStore, Position
-from infra import pg
+from infra import metrics, pg
 from infra.backoff import describe, until_stopped
 from infra.clock import now_ms
 from infra.consume import RETRYABLE, Resilience, consume
@@ -36,7 +44,7 @@ from infra.joining import close, join_group, start_producer
 from infra.kafka import ensure_topics, make_consumer, make_producer
 from infra.process import require, run_cli, setup_logging, stop_on_signals
 from infra.publish import Publisher
-from infra.settings import Settings, get_settings
+from infra.settings import MetricsSettings, Settings, get_settings
 
 log = logging.getLogger("archiver")
 DEFAULT_GROUP = "gig-archiver"
@@ -52,13 +60,40 @@ PG_RETRYABLE = (
 
 @dataclass
 class Lag:
-    """Counts since the last report, and the latest lag seen."""
+    """Counts since the last report, and the lag on every partition the archiver owns."""
 
+    group: str = DEFAULT_GROUP
     records: int = 0
     new: int = 0
-    behind: int = 0
     newest_ts_ms: int = 0
     last_report: float = field(default_factory=time.monotonic)
+    measure_every_s: float = REPORT_EVERY_S
+    measured_at: float | None = None  # when every owned partition's end was last asked for
+    by_partition: dict[TopicPartition, int] = field(default_factory=dict)
+    health: Health | None = None
+    gauge: metrics.LagGauge | None = None
+
+    @property
+    def behind(self) -> int:
+        return sum(self.by_partition.values())
+
+    def measure_due(self) -> bool:
+        return (
+            self.measured_at is None or time.monotonic() - self.measured_at >= self.measure_every_s
+        )
+
+    def update(self, where: Sequence[Position], everywhere: bool) -> None:
+        """Take the partitions' lag (all owned ones when ``everywhere``) and show the total."""
+        if everywhere:
+            self.by_partition, self.measured_at = {}, time.monotonic()
+        for p in where:
+            if p.lag is not None:
+                self.by_partition[TopicPartition(p.topic, p.part)] = p.lag
+        if self.gauge is None:
+            self.gauge = metrics.LagGauge(self.group)
+        self.gauge.show(self.by_partition)
+        if self.health is not None:
+            self.health.measured(self.behind)
 
     def line(self) -> str:
         age = f", newest record {now_ms() - self.newest_ts_ms} ms old" if self.newest_ts_ms else ""
@@ -68,7 +103,8 @@ class Lag:
 async def positions(
     consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]
 ) -> list[Position]:
-    """Where the consumer stands on each partition of the batch, and its lag there."""
+    """Where the consumer stands on each partition of the batch, and its lag there (from the
+    high watermark of the fetch that brought the records)."""
     newest: dict[TopicPartition, int] = {}
     for r in records:
         tp = TopicPartition(r.topic, r.partition)
@@ -78,6 +114,24 @@ async def positions(
         at = await consumer.position(tp)
         end = consumer.highwater(tp)
         out.append(Position(tp.topic, tp.partition, at, None if end is None else end - at, ts))
+    return out
+
+
+async def everywhere(consumer: AIOKafkaConsumer, batch: Sequence[Position]) -> list[Position]:
+    """The batch's positions, and the position and lag on every other partition the consumer
+    owns: their end offsets asked for now (one round trip), minus its positions."""
+    owned = list(consumer.assignment())
+    if not owned:
+        return list(batch)
+    seen = {(p.topic, p.part) for p in batch}
+    ends = await consumer.end_offsets(owned)
+    out = list(batch)
+    for tp, end in ends.items():
+        if (tp.topic, tp.partition) in seen:
+            continue
+        with contextlib.suppress(Exception):  # revoked meanwhile, or no position yet
+            at = await asyncio.wait_for(consumer.position(tp), metrics.POSITION_TIMEOUT_S)
+            out.append(Position(tp.topic, tp.partition, at, max(0, end - at), None))
     return out
 
 
@@ -113,14 +167,17 @@ def archive_handler(
     """The batch handler: rows and positions in one transaction, a lag report now and then."""
 
     async def handle(records: list[ConsumerRecord[Any, Any]]) -> None:
-        if records:
+        measure = lag.measure_due()
+        if records or measure:
             rows = [safe_row(r) for r in records]
             where = await positions(consumer, records)
+            if measure:
+                where = await everywhere(consumer, where)
+            lag.update(where, measure)
             store = await connection.store()
             lag.new += await store.append(rows, where, group)
             lag.records += len(records)
-            lag.behind = sum(p.lag or 0 for p in where)
-            lag.newest_ts_ms = max(p.newest_ts_ms or 0 for p in where)
+            lag.newest_ts_ms = max([lag.newest_ts_ms, *(p.newest_ts_ms or 0 for p in where)])
         if time.monotonic() - lag.last_report >= REPORT_EVERY_S and lag.records:
             log.info(lag.line())
             lag.records = lag.new = 0
@@ -129,7 +186,6 @@ def archive_handler(
     return handle
 
 
-@until_stopped
 async def run_archiver(
     settings: Settings | None = None,
     stop: asyncio.Event | None = None,
@@ -137,9 +193,26 @@ async def run_archiver(
     group: str = DEFAULT_GROUP,
     topics: Sequence[str] = ARCHIVED_TOPICS,
     health: Health | None = None,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
-    """Archive the topics until ``stop``; the schema is migrated first."""
+    """Archive the topics until ``stop``; the schema is migrated first. Health and metrics are
+    served meanwhile on ``metrics_sock``, else on the settings' ``metrics.archiver_port``."""
     settings = settings or get_settings()
+    health = health or Health()
+    m = settings.metrics
+    sock = metrics_sock or metrics.listen(m.host, m.archiver_port)
+    async with metrics.serve_probes(sock, metrics.Probe(health, m.ready_max_lag)):
+        await _run_archiver(settings, stop, group, topics, health)
+
+
+@until_stopped
+async def _run_archiver(
+    settings: Settings,
+    stop: asyncio.Event | None,
+    group: str,
+    topics: Sequence[str],
+    health: Health,
+) -> None:
     stop = stop or stop_on_signals()
     await pg.ensure_database(settings.pg_dsn)
     connection = Connection(settings.pg_dsn)
@@ -160,7 +233,8 @@ async def _archive(
     connection: Connection,
     health: Health | None,
 ) -> None:
-    kafka, lag = settings.kafka_slice(), Lag()
+    kafka = settings.kafka_slice()
+    lag = Lag(group, measure_every_s=settings.metrics.lag_interval_s, health=health)
     async with contextlib.AsyncExitStack() as stack:
         producer = await start_producer(
             lambda: make_producer(kafka), stop, timeout_s=kafka.join_timeout_s, health=health
@@ -176,12 +250,17 @@ async def _archive(
         )
         stack.push_async_callback(close, consumer)
         log.info("archiver up: %d topics into %s", len(topics), settings.pg_dsn.rsplit("@")[-1])
-        handler = archive_handler(consumer, connection, group, lag)
-        dead_letters = Publisher(producer)
+        handler = metrics.timed("archiver", archive_handler(consumer, connection, group, lag))
+        dead_letters = metrics.CountedSink(Publisher(producer), "archiver")
         resilience = Resilience("archiver", dead_letters, health, RETRYABLE + PG_RETRYABLE)
-        await consume(
-            consumer, handler, stop, poll_ms=200, max_records=kafka.max_batch, resilience=resilience
-        )
+        try:
+            await consume(
+                consumer, handler, stop, poll_ms=200, max_records=kafka.max_batch,
+                resilience=resilience,
+            )  # fmt: skip
+        finally:
+            if lag.gauge is not None:
+                lag.gauge.clear()
     log.info("archiver stopped; %s", lag.line())
 
 
@@ -195,14 +274,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group ({DEFAULT_GROUP})")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help="serve /healthz, /readyz and /metrics here (GIG_METRICS__ARCHIVER_PORT, 9103; "
+        "0: not at all)",
+    )  # fmt: skip
+    p.add_argument("--log-json", action="store_true", help="JSON log lines (GIG_LOG_FORMAT=json)")
     args = p.parse_args(argv)
-    run_cli("gig-archiver", lambda: _archiver_cli(args))
+    run_cli("gig-archiver", lambda: _archiver_cli(args), expected=(metrics.MetricsPortBusy,))
 
 
 def _archiver_cli(args: argparse.Namespace) -> None:
-    require(get_settings(), "kafka", "postgres")
-    setup_logging(args.verbose)
-    asyncio.run(run_archiver(group=args.group))
+    settings = get_settings()
+    if args.metrics_port is not None:
+        m = settings.metrics.model_copy(update={"archiver_port": args.metrics_port})
+        settings = settings.model_copy(update={"metrics": m})
+    require(settings, "kafka", "postgres")
+    sock = _metrics_socket(settings.metrics, strict=args.metrics_port is not None)
+    setup_logging(args.verbose, args.log_json)
+    asyncio.run(run_archiver(settings, group=args.group, metrics_sock=sock))
+
+
+def _metrics_socket(m: MetricsSettings, strict: bool) -> socket.socket | None:
+    return metrics.listen(m.host, m.archiver_port, strict=strict)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``gig-dispatcher``: one dispatcher instance (the shell is ``consumers.dispatching``, its
-wiring ``consumers.services``)."""
+wiring ``consumers.services``). It serves ``/healthz``, ``/readyz`` and ``/metrics`` on
+``--metrics-port`` (settings: ``GIG_METRICS__DISPATCHER_PORT``, 9101)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import asyncio
 from collections.abc import Sequence
 
 from consumers.services import run_dispatcher
-from infra.process import setup_logging
+from infra import metrics
+from infra.process import run_cli, setup_logging
+from infra.settings import Settings, get_settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -19,14 +22,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "they share the work through one Kafka consumer group.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    add_ops_args(parser, "GIG_METRICS__DISPATCHER_PORT, 9101")
     return parser.parse_args(argv)
+
+
+def add_ops_args(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--metrics-port`` and ``--log-json``, shared by the consumers' command lines."""
+    parser.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help=f"serve /healthz, /readyz and /metrics here ({default}; 0: not at all); "
+        "give each process on a host its own",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-json", action="store_true", help="JSON log lines (or GIG_LOG_FORMAT=json)"
+    )
+
+
+def with_metrics_port(settings: Settings, field: str, port: int | None) -> Settings:
+    if port is None:
+        return settings
+    m = settings.metrics.model_copy(update={field: port})
+    return settings.model_copy(update={"metrics": m})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``gig-dispatcher``."""
     args = parse_args(argv)
-    setup_logging(args.verbose)
-    asyncio.run(run_dispatcher())
+    run_cli("gig-dispatcher", lambda: _dispatcher(args), expected=(metrics.MetricsPortBusy,))
+
+
+def _dispatcher(args: argparse.Namespace) -> None:
+    settings = with_metrics_port(get_settings(), "dispatcher_port", args.metrics_port)
+    m = settings.metrics
+    # Bound first: a port asked for and taken is refused before anything starts.
+    sock = metrics.listen(m.host, m.dispatcher_port, strict=args.metrics_port is not None)
+    setup_logging(args.verbose, args.log_json)
+    asyncio.run(run_dispatcher(settings, metrics_sock=sock))
 
 
 if __name__ == "__main__":

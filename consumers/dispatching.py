@@ -225,6 +225,7 @@ class Dispatcher:
                     rid,
                     stored.version,
                     len(stored.outbox),
+                    extra={"request_id": rid},
                 )
                 done.republish(rid, stored)
                 if due is None:
@@ -232,7 +233,12 @@ class Dispatcher:
             if n.untimed and due is not None and seen.get(rid) != stored.version:
                 self._untimed[rid] = stored.version
             elif n.untimed and due is not None:
-                log.warning("sweep: %s is %s with no timer: waking it", rid, stored.state.status)
+                log.warning(
+                    "sweep: %s is %s with no timer: waking it",
+                    rid,
+                    stored.state.status,
+                    extra={"request_id": rid},
+                )
                 wake.append((rid, due))
         await self.store.wake(wake)
         return done
@@ -242,11 +248,18 @@ class Dispatcher:
     ) -> None:
         """A request that failed in its batch: tried once more on its own, then its inputs
         are dead-lettered (and a new request's kiosk told it was rejected)."""
-        log.warning("request %s failed in its batch (%s): trying it alone", rid, reason)
+        ids = {"request_id": rid}  # in JSON log lines (GIG_LOG_FORMAT=json)
+        log.warning("request %s failed in its batch (%s): trying it alone", rid, reason, extra=ids)
         again = (await self._run({rid: items}, now, done, first=False)).get(rid)
         if again is None:
             return
-        log.error("request %s failed again (%s): dead-lettering %d inputs", rid, again, len(items))
+        log.error(
+            "request %s failed again (%s): dead-lettering %d inputs",
+            rid,
+            again,
+            len(items),
+            extra=ids,
+        )
         done.plain([effects.dead_input(item, again, now) for item in items])
         if any(isinstance(item, NewJob) for item in items) and not await self._exists(rid):
             done.plain([effects.rejected(rid, again[:REASON_CHARS], now)])
@@ -437,7 +450,12 @@ class Dispatcher:
         assigned = [(w, _rid(p)) for p, _ in won for w in p.assigned]
         for (wid, rid), ok in zip(assigned, await self.index.assign(assigned), strict=True):
             if not ok:
-                log.warning("assignment of %s to %s found the hold gone", wid, rid)
+                log.warning(
+                    "assignment of %s to %s found the hold gone",
+                    wid,
+                    rid,
+                    extra={"request_id": rid, "worker_id": wid},
+                )
         await self.index.unassign([(w, _rid(p)) for p, _ in won for w in p.freed])
         timers = [(_rid(p), _due(p)) for p, _ in won if not _state(p).terminal]
         timers += [t for rid, p in idle if (t := _idle_timer(rid, p, now, done)) is not None]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -27,14 +28,14 @@ from consumers.dispatching import (
     translate,
 )
 from consumers.journal import Journal
-from infra import pg
+from infra import metrics, pg
 from infra.backoff import until_stopped
 from infra.clients import kafka_clients, keys_for, policy_from, redis_session
 from infra.clock import now_ms
 from infra.consume import Durable, Resilience, consume, starting
 from infra.decoding import dead_letter, decode
 from infra.health import Health
-from infra.ports import Presence
+from infra.ports import Presence, Saved, Write
 from infra.process import stop_on_signals
 from infra.publish import Outgoing, Publisher
 from infra.rebuild import CacheGuard
@@ -44,6 +45,30 @@ from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
 
 log = logging.getLogger(__name__)
+THROUGHPUT_LOG_S = 30.0  # how often the dispatcher logs what it did
+
+
+class MeteredRequestStore(RedisRequestStore):
+    """The Redis request store, observing each request's time to first offer as it is saved."""
+
+    async def save(self, writes: Sequence[Write]) -> list[Saved]:
+        saved = await super().save(writes)
+        metrics.first_offers(
+            (w.state, w.at_ms) for w, ok in zip(writes, saved, strict=True) if ok is True
+        )
+        return saved
+
+
+@contextlib.asynccontextmanager
+async def probes(
+    settings: Settings, port: int, health: Health, sock: socket.socket | None
+) -> AsyncIterator[None]:
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``sock``, or on ``port`` from settings (a
+    free one if it is taken; 0: none) for the block's duration."""
+    m = settings.metrics
+    sock = sock or metrics.listen(m.host, port, what="metrics")
+    async with metrics.serve_probes(sock, metrics.Probe(health, m.ready_max_lag)):
+        yield
 
 
 async def whole_cache(
@@ -71,21 +96,32 @@ async def registry(
     )
 
 
-@until_stopped
 async def run_dispatcher(
     settings: Settings | None = None,
     stop: asyncio.Event | None = None,
     health: Health | None = None,
+    *,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
-    """One dispatcher instance, until ``stop``."""
+    """One dispatcher instance, until ``stop``, serving its health and metrics meanwhile
+    (on ``metrics_sock``, else on the settings' ``metrics.dispatcher_port``)."""
     settings = settings or get_settings()
+    health = health or Health()
+    async with probes(settings, settings.metrics.dispatcher_port, health, metrics_sock):
+        await _run_dispatcher(settings, stop, health)
+
+
+@until_stopped
+async def _run_dispatcher(
+    settings: Settings, stop: asyncio.Event | None, health: Health | None
+) -> None:
     stop = stop or stop_on_signals()
     markets = await registry(settings, stop, health)
     async with redis_session(settings) as redis:
         keys = keys_for(settings)
         dispatcher = Dispatcher(
             RedisWorkerIndex(redis, keys),
-            RedisRequestStore(redis, keys),
+            MeteredRequestStore(redis, keys),
             policy_from(settings.policy),
         )
         guard = await whole_cache(settings, redis, markets, stop)
@@ -110,6 +146,7 @@ async def _dispatch(
 ) -> None:
     journal = Journal(dispatcher.policy)  # what each batch took, and its clock, for replay
     bounds = time_bounds(settings.policy)  # how far ahead a message's times may lie
+    tally = metrics.Throughput("dispatcher", THROUGHPUT_LOG_S)
 
     async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
         now = now_ms()
@@ -122,19 +159,24 @@ async def _dispatch(
         # published again, so the commit need not wait for that).
         acks = await pub.send(refused + done.wire + journal.entry(batch, now))
         dispatcher.after_publish(acks, done)
+        metrics.dead_letters_sent("dispatcher", [*refused, *done.wire])
+        tally.add(len(records), *metrics.decided(done.out))
+        tally.maybe_log(None if health is None else health.lag)
         return acks
 
     log.info("dispatcher up: %d markets, policy %s", len(markets), settings.policy.name)
     sweeping = asyncio.create_task(sweep_forever(dispatcher, pub.send, stop))
+    group, every_s = settings.dispatcher_group, settings.metrics.lag_interval_s
     try:
-        await consume(
-            consumer,
-            guard.guarded(handle),
-            stop,
-            poll_ms=50,
-            max_records=settings.kafka.max_batch,
-            resilience=Resilience("dispatcher", pub, health),
-        )
+        async with metrics.lag_watch(consumer, group, health, stop, every_s):
+            await consume(
+                consumer,
+                metrics.timed("dispatcher", guard.guarded(handle)),
+                stop,
+                poll_ms=50,
+                max_records=settings.kafka.max_batch,
+                resilience=Resilience("dispatcher", metrics.CountedSink(pub, "dispatcher"), health),
+            )
     finally:
         sweeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -179,14 +221,25 @@ def _refused_presence(
     return None if now is None else ev.time_problem(msg, now, bounds)
 
 
-@until_stopped
 async def run_presence(
     settings: Settings | None = None,
     stop: asyncio.Event | None = None,
     health: Health | None = None,
+    *,
+    metrics_sock: socket.socket | None = None,
 ) -> None:
-    """The presence consumer: worker events into the geo-sharded index, until ``stop``."""
+    """The presence consumer: worker events into the geo-sharded index, until ``stop``,
+    serving its health and metrics meanwhile (``metrics.presence_port``)."""
     settings = settings or get_settings()
+    health = health or Health()
+    async with probes(settings, settings.metrics.presence_port, health, metrics_sock):
+        await _run_presence(settings, stop, health)
+
+
+@until_stopped
+async def _run_presence(
+    settings: Settings, stop: asyncio.Event | None, health: Health | None
+) -> None:
     stop = stop or stop_on_signals()
     markets = await registry(settings, stop, health)
     bounds = time_bounds(settings.policy)  # how far ahead a worker event's time may lie
@@ -204,15 +257,18 @@ async def run_presence(
                 dead += presence_batch(folded, markets, now_ms(), bounds)[1] if folded else []
                 if changes:
                     await index.apply(changes)
+                metrics.dead_letters_sent("presence", dead)
                 return await pub.send(dead)
 
             log.info("presence consumer up")
-            await consume(
-                consumer,
-                guard.guarded(handle),
-                stop,
-                poll_ms=200,
-                max_records=settings.kafka.max_batch,
-                resilience=Resilience("presence", pub, health),
-            )
+            every_s = settings.metrics.lag_interval_s
+            async with metrics.lag_watch(consumer, group, health, stop, every_s):
+                await consume(
+                    consumer,
+                    metrics.timed("presence", guard.guarded(handle)),
+                    stop,
+                    poll_ms=200,
+                    max_records=settings.kafka.max_batch,
+                    resilience=Resilience("presence", metrics.CountedSink(pub, "presence"), health),
+                )
     log.info("presence consumer stopped")

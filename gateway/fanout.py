@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 from gateway.hub import Hub
 from gateway.keys import GatewayKeys
 from gateway.store import LiveOffers, RequestHistory, WorkerJobs, numbered
+from infra import metrics
 from infra.backoff import until_stopped
 from infra.clock import now_ms
 from infra.consume import Durable, Resilience, consume
@@ -138,10 +139,16 @@ async def run_fanout(
     async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
         batch = sort_batch(records, now_ms())
         await fanout.handle(batch)
+        metrics.dead_letters_sent(CONSUMER, batch.dead)
         return await publisher.send(batch.dead)
 
     try:
-        resilience = Resilience(CONSUMER, publisher, health)
-        await consume(consumer, handle, stop, poll_ms=100, resilience=resilience)
+        resilience = Resilience(CONSUMER, metrics.CountedSink(publisher, CONSUMER), health)
+        async with metrics.lag_watch(
+            consumer, group, health, stop, settings.metrics.lag_interval_s
+        ):
+            await consume(
+                consumer, metrics.timed(CONSUMER, handle), stop, poll_ms=100, resilience=resilience
+            )
     finally:
         await close(consumer)

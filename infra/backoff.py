@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from infra import metrics
 from infra.health import Health
 
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class Retrying:
         self.attempts = 0
         self.failing_since = since  # when the trouble began (the first failure by default)
         self.logged_at: float | None = None
+        self.system = "other"  # what failed last, for the error and retry counters
 
     async def wait(self, error: BaseException) -> bool:
         """Note a failure and wait before the next attempt; False when stopped meanwhile."""
@@ -140,12 +142,16 @@ class Retrying:
             self.failing_since = now
         delay = self.backoff.delay(self.attempts, self.draw())
         self.attempts += 1
+        self.system = metrics.failed(error)
         if self.health is not None:
             self.health.degraded(f"{self.what}: {describe(error)}")
         if self.logged_at is None or now - self.logged_at >= LOG_EVERY_S:
             self.logged_at = now
             log.warning(self.line, self._facts(error, now, delay))
-        return not await pause(self.stop, delay)
+        if await pause(self.stop, delay):
+            return False
+        metrics.retried(self.system)
+        return True
 
     def succeeded(self) -> None:
         """The thing works (again): say so if it had failed, and reset."""
@@ -158,6 +164,7 @@ class Retrying:
             )
             if self.health is not None:
                 self.health.ok()
+            metrics.recovered(self.system)
         self.attempts, self.logged_at, self.failing_since = 0, None, None
 
     def _facts(self, error: BaseException, now: float, delay: float) -> dict[str, object]:

@@ -1,7 +1,8 @@
 """A service's health as one small shared value: ``ok``, ``degraded`` or ``joining``, why, and
 since when.
 
-The consumer loop and the group join write it; whoever serves it (``/readyz``) reads it. Only
+The consumer loop and the group join write it, the lag watcher its lag; whoever serves it
+(``/readyz``, ``infra.metrics.Probe``) reads it. Only
 a change of state moves ``since_ms``, so a lasting outage keeps the time it began while its
 reason is kept up to date.
 """
@@ -23,6 +24,10 @@ class Health:
     state: State = "joining"
     reason: str = "starting"
     since_ms: int = field(default_factory=now_ms)
+    # Records behind the end of the log on the partitions it owns, as last measured (None:
+    # not yet), and when (``infra.metrics.watch_lag`` measures it every few seconds).
+    lag: int | None = None
+    lag_at_ms: int | None = None
 
     def set(self, state: State, reason: str = "") -> None:
         if state != self.state:
@@ -38,8 +43,12 @@ class Health:
     def joining(self, reason: str) -> None:
         self.set("joining", reason)
 
+    def measured(self, lag: int) -> None:
+        self.lag, self.lag_at_ms = lag, now_ms()
+
     @property
     def ready(self) -> bool:
+        """Joined and working (``infra.metrics.Probe`` adds the lag and the cache)."""
         return self.state == "ok"
 
     def as_dict(self) -> dict[str, str | int]:

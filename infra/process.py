@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import json
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterable
-from typing import Literal, NoReturn
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlparse
 
 import httpx
@@ -37,11 +39,60 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+# Ids a line is about, set for a stretch of work (``log_ids``) or per line (``extra=``).
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+WORKER_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("worker_id", default=None)
+_PLAIN_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+
+
+@contextlib.contextmanager
+def log_ids(request_id: str | None = None, worker_id: str | None = None) -> Iterator[None]:
+    """Lines logged in the block carry these ids (in the JSON format)."""
+    tokens = [(REQUEST_ID, REQUEST_ID.set(request_id)), (WORKER_ID, WORKER_ID.set(worker_id))]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the ids it is about (from
+    ``extra=`` or ``log_ids``), and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        ids = {"request_id": REQUEST_ID.get(), "worker_id": WORKER_ID.get()}
+        out |= {k: v for k, v in ids.items() if v is not None}
+        out |= {
+            k: v
+            for k, v in vars(record).items()
+            if k not in _PLAIN_ATTRS and k not in ("message", "asctime") and v is not None
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def json_logs_wanted(flag: bool | None = None) -> bool:
+    """``--log-json``, or ``GIG_LOG_FORMAT=json``."""
+    return bool(flag) or os.environ.get("GIG_LOG_FORMAT", "").strip().lower() == "json"
+
+
+def setup_logging(verbose: bool = False, json_lines: bool | None = None) -> None:
+    """Plain lines by default; JSON lines with ``json_lines`` or ``GIG_LOG_FORMAT=json``."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if json_logs_wanted(json_lines):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 

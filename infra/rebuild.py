@@ -52,6 +52,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatch.geo import cell_of
 from dispatch.model import WORKING, OfferStatus, RequestState
+from infra import metrics
 from infra.keys import (
     ASSIGNED_PREFIX,
     ASSIGNMENT_TTL_MS,
@@ -220,8 +221,8 @@ async def read_log(
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails (no broker) is closed too
         tps = await _assigned(consumer)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
@@ -432,7 +433,8 @@ class CacheGuard:
         """Return once the cache is whole: rebuild each missing part, or wait for whoever does."""
         if await self.redis.get(self.keys.epoch()) is None:
             log.warning("no cache epoch in Redis: rebuilding the cache from the log")
-            await self._until_whole()
+            with metrics.rebuilding():
+                await self._until_whole()
             # Only a rebuild seen now sets the floors: an old epoch's offsets may belong to a
             # log that has since been recreated.
             self.floors = floors_of(str(await self.redis.get(self.keys.epoch())))
@@ -505,7 +507,8 @@ class CacheGuard:
         log.info("rebuilding the %s part of the cache (%s)", part, self.owner)
         lease = Lease(lambda: self._refreshed(part))
         async with _kept(lease):
-            payload = await self.rebuilder.part(part, lease)
+            with metrics.rebuilding_part(part):
+                payload = await self.rebuilder.part(part, lease)
             lease.check()
             return payload
 

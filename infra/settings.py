@@ -80,6 +80,24 @@ class GatewaySettings(BaseModel):
     ws_max_bytes: int = Field(4096, ge=256, le=1 << 20)
 
 
+class MetricsSettings(BaseModel):
+    """Where each service serves ``/healthz``, ``/readyz`` and Prometheus ``/metrics`` (0: not
+    at all; the gateway serves them on its own HTTP port). A default port found taken (a
+    second dispatcher on the host) is replaced by a free one, logged; ``--metrics-port`` on a
+    service's command line must be free."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    dispatcher_port: int = Field(9101, ge=0, le=65535)
+    presence_port: int = Field(9102, ge=0, le=65535)
+    archiver_port: int = Field(9103, ge=0, le=65535)
+    # How often each consumer measures its lag (end offsets minus its positions).
+    lag_interval_s: float = Field(5.0, gt=0)
+    # ``/readyz`` answers 503 while the consumer is more records than this behind.
+    ready_max_lag: int = Field(10_000, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything the services need to know about their environment."""
 
@@ -98,6 +116,7 @@ class Settings(BaseSettings):
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/gig"
     policy: PolicySettings = PolicySettings()
     gateway: GatewaySettings = GatewaySettings()
+    metrics: MetricsSettings = MetricsSettings()
     worker_buckets: int = Field(16384, ge=1)
     dispatcher_group: str = "gig-dispatcher"
     presence_group: str = "gig-presence"

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -291,19 +292,77 @@ def _save_state(root: Path, state: dict[str, Any]) -> None:
     (root / "stack.json").write_text(json.dumps(state))
 
 
-def status(settings: Settings) -> str:
-    """One line per service: whether it answers."""
+def status(settings: Settings, with_groups: bool = True) -> str:
+    """One line per service: whether it answers; then one per consumer group: its lag."""
     lines = []
+    kafka_up = False
     for address in settings.kafka_bootstrap.split(","):
         kafka_host, kafka_port = address.rsplit(":", 1)
-        lines.append(f"kafka     {address:<24} {_up(answers(kafka_host, int(kafka_port)))}")
+        up = answers(kafka_host, int(kafka_port))
+        kafka_up = kafka_up or up
+        lines.append(f"kafka     {address:<24} {_up(up)}")
     for name, url, default in (
         ("redis", settings.redis_url, 6379),
         ("postgres", settings.pg_dsn, 5432),
     ):
         host, port = host_port(url, default)
         lines.append(f"{name:<9} {f'{host}:{port}':<24} {_up(answers(host, port))}")
+    if with_groups and kafka_up:
+        lines += group_lines(settings)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    """One consumer group's lag, summed over its partitions, from the consumer-groups tool."""
+
+    group: str
+    lag: int  # over the partitions with a committed offset
+    partitions: int
+    uncommitted: int  # partitions the group has committed nothing on yet
+    members: int
+
+
+def group_lags(table: str) -> list[GroupLag]:
+    """Each group of a ``kafka-consumer-groups --describe`` table, in the order listed."""
+    header: list[str] = []
+    found: dict[str, list[list[str]]] = {}
+    for line in table.splitlines():
+        cols = line.split()
+        if cols[:1] == ["GROUP"] and "LAG" in cols:
+            header = cols
+        elif header and len(cols) == len(header) and cols[header.index("PARTITION")].isdigit():
+            found.setdefault(cols[0], []).append(cols)
+    if not header:
+        return []
+    lag, member = header.index("LAG"), header.index("CONSUMER-ID")
+    return [
+        GroupLag(
+            group,
+            sum(int(r[lag]) for r in rows if r[lag].isdigit()),
+            len(rows),
+            sum(1 for r in rows if not r[lag].isdigit()),
+            len({r[member] for r in rows if r[member] != "-"}),
+        )
+        for group, rows in found.items()
+    ]
+
+
+def group_lines(settings: Settings) -> list[str]:
+    """``gig-stack status``'s lines about the consumer groups."""
+    try:
+        lags = group_lags(groups(settings))
+    except (StackError, BrokerError, OSError) as e:
+        return [f"groups    unknown: {str(e)[:200]}"]
+    if not lags:
+        return ["groups    none yet"]
+    return [_group_line(g) for g in lags]
+
+
+def _group_line(g: GroupLag) -> str:
+    members = f"{g.members} member{'s' if g.members != 1 else ''}" if g.members else "no members"
+    extra = f", {g.uncommitted} with nothing committed" if g.uncommitted else ""
+    return f"group     {g.group:<24} lag {g.lag:,} ({g.partitions} partitions{extra}, {members})"
 
 
 def _up(ok: bool) -> str:
@@ -332,8 +391,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "command",
         choices=["up", "down", "status", "services", "groups"],
         help="up: start what is missing; down: stop what up started; status: which services "
-        "answer; services: only Redis and PostgreSQL (tests start their own broker); groups: "
-        "every consumer group's lag (Kafka's consumer-groups tool)",
+        "answer and each consumer group's total lag; services: only Redis and PostgreSQL "
+        "(tests start their own broker); groups: every consumer group's lag per partition "
+        "(Kafka's consumer-groups tool)",
     )
     parser.add_argument(
         "--brokers", type=int, choices=[1, 3], default=1,

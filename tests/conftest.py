@@ -23,11 +23,24 @@ from infra import pg
 from infra.broker import KafkaCluster, private_cluster
 from infra.kafka import ensure_topics
 from infra.keys import Keys
-from infra.settings import KafkaSettings, Settings
+from infra.settings import KafkaSettings, MetricsSettings, Settings
 from schemas.topics import ALL_TOPICS
 
 TEST_DSN = os.environ.get("GIG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/gig_test")
 TEST_REDIS = os.environ.get("GIG_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def replay_results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Replays run by the tests keep their results in a directory of the session's own, not
+    in the checkout's ``.stack/replays`` that the console shows."""
+    saved = os.environ.get("GIG_REPLAY_RESULTS")
+    os.environ["GIG_REPLAY_RESULTS"] = str(tmp_path_factory.mktemp("replays"))
+    yield
+    if saved is None:
+        os.environ.pop("GIG_REPLAY_RESULTS", None)
+    else:
+        os.environ["GIG_REPLAY_RESULTS"] = saved
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +65,8 @@ async def base_settings(broker: str) -> Settings:
         redis_url=TEST_REDIS,
         pg_dsn=TEST_DSN,
         key_prefix=f"t{uuid.uuid4().hex[:8]}",
+        # No health and metrics endpoints unless a test asks (tests/integration/test_metrics.py).
+        metrics=MetricsSettings(dispatcher_port=0, presence_port=0, archiver_port=0),
         _env_file=None,
     )
     settings = settings.model_copy(
