@@ -27,6 +27,7 @@ ADAPTERS: Final[dict[str, TypeAdapter[Any]]] = {
     topics.REQUEST_EVENTS: ev.REQUEST_EVENT,
     topics.DEAD_LETTERS: TypeAdapter(ev.DeadLetter),
     DISPATCH_JOURNAL: DISPATCH_BATCH,
+    topics.OPERATOR_ACTIONS: ev.OPERATOR_ACTION,
 }
 ARCHIVED_TOPICS: Final = topics.ALL_TOPICS
 MAX_MS: Final = 2**62  # anything larger cannot be a time and would not fit a bigint

@@ -50,6 +50,9 @@ def declare() -> FastStream:
     _topic(broker, topics.REQUEST_STATE, ev.RequestStateSaved,
            "Compacted: each request's latest saved state, from the dispatcher's outbox; "
            "Redis's request store is rebuilt from it. Key: request id.")  # fmt: skip
+    _topic(broker, topics.OPERATOR_ACTIONS, ev.DeadLetterRequeued,
+           "What operators did by hand: each dead letter requeued, by whom, with what. "
+           "Key: the letter id.")  # fmt: skip
     spec = AsyncAPI(
         title="Gig-market dispatch: Kafka topics",
         version="1",

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from infra.settings import KafkaSettings
-from schemas.topics import ALL_TOPICS, COMPACTED
+from schemas.topics import ALL_TOPICS, COMPACTED, OPERATOR_ACTIONS
 
 log = logging.getLogger(__name__)
 # Compacted topics keep the latest record per key; records older than this still go, so
@@ -28,6 +28,8 @@ COMPACTED_RETENTION_MS = 7 * 24 * 3600 * 1000
 def topic_config(kafka: KafkaSettings, topic: str) -> dict[str, str]:
     """Per-topic settings: durability for all, compaction where the topic is a table."""
     config = {"min.insync.replicas": str(min(kafka.min_insync, kafka.replication))}
+    if topic == OPERATOR_ACTIONS:  # an audit: small, and kept for good
+        config |= {"retention.ms": "-1"}
     if topic in COMPACTED:
         config |= {
             "cleanup.policy": "compact,delete",

@@ -448,3 +448,33 @@ OFFER_EVENT: Final[TypeAdapter[OfferMade | OfferWithdrawn | Hired]] = TypeAdapte
 REQUEST_EVENT: Final[TypeAdapter[RequestEvent]] = TypeAdapter(RequestEvent)
 DEAD_LETTER: Final[TypeAdapter[DeadLetter]] = TypeAdapter(DeadLetter)
 REQUEST_STATE_SAVED: Final[TypeAdapter[RequestStateSaved]] = TypeAdapter(RequestStateSaved)
+
+
+# --- operator-actions topic (key: the dead letter's id) ------------------------------------
+
+LETTER_ID_PATTERN: Final = r"^\d{1,9}:\d{1,19}:\d{1,19}$"  # partition:offset:record time (ms)
+
+
+class DeadLetterRequeued(Message):
+    """An operator put a dead letter's message back on its source topic, byte for byte and
+    with its original key: who, which letter (``letter_id``: the dead-letter record's
+    partition, offset and time), what was sent (size and SHA-256 of the bytes) and where the
+    copy landed (``partition``, ``offset`` on ``source_topic``). ``forced`` says the letter
+    had been requeued before; ``note`` is the operator's own word on why."""
+
+    type: Literal["DeadLetterRequeued"] = "DeadLetterRequeued"
+    operator: Id
+    letter_id: str = Field(max_length=60, pattern=LETTER_ID_PATTERN)
+    consumer: str = Field(max_length=100)
+    reason: str = Field(max_length=DEAD_LETTER_REASON_MAX)  # why it was dead-lettered
+    source_topic: str = Field(max_length=249)
+    key: str | None = Field(max_length=DEAD_LETTER_HEAD_MAX)
+    payload_bytes: int = Field(ge=0)
+    payload_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    forced: bool = False
+    note: str = Field("", max_length=TEXT_MAX)
+
+
+OPERATOR_ACTION: Final[TypeAdapter[DeadLetterRequeued]] = TypeAdapter(DeadLetterRequeued)

@@ -21,6 +21,9 @@ DISPATCH_JOURNAL: Final = "gig.dispatch-journal.v1"
 # Compacted, keyed by request id: the latest saved state of each request (its version and the
 # state as JSON), written with the events it implies. Redis's request store is rebuilt from it.
 REQUEST_STATE: Final = "gig.request-state.v1"
+# What operators did by hand (requeued a dead letter: who, which, what), so the log and the
+# archive keep an audit of every change made outside the services. Key: the letter id.
+OPERATOR_ACTIONS: Final = "gig.operator-actions.v1"
 
 INBOUND: Final = (HIRE_REQUESTS, WORKER_EVENTS, OFFER_RESPONSES)
 ALL_TOPICS: Final = (
@@ -30,6 +33,7 @@ ALL_TOPICS: Final = (
     DEAD_LETTERS,
     DISPATCH_JOURNAL,
     REQUEST_STATE,
+    OPERATOR_ACTIONS,
 )
 # Topics whose log keeps the latest record per key rather than every record.
 COMPACTED: Final = (REQUEST_STATE,)
