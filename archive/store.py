@@ -105,6 +105,14 @@ class PgEventStore:
         """Every valid event of the topics with its time in the window, in time order."""
         return await self._fetch("events_in_window", from_ms, to_ms, list(topics))
 
+    async def report_events(self, from_ms: int, to_ms: int, types: Sequence[str]) -> list[Stored]:
+        """The requests posted in the window and their events of ``types``, whenever."""
+        return await self._fetch("report_request_events", from_ms, to_ms, list(types))
+
+    async def checkins(self, from_ms: int, to_ms: int) -> list[Stored]:
+        """Every worker check-in in the window, in time order."""
+        return await self._fetch("report_checkins", from_ms, to_ms)
+
     async def counts(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.conn.fetch(q("count_events"))]
 

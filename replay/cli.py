@@ -25,53 +25,44 @@ from pathlib import Path
 from typing import Any
 
 from archive.store import PgEventStore
+from dispatch.batch import BATCH
 from dispatch.model import Policy
 from infra.clients import policy_from
-from infra.markets import load_markets, load_prefectures
 from infra.process import require, run_cli
 from infra.settings import PolicySettings, Settings, get_settings
-from replay import outcomes as oc
-from replay import report, runner
+from replay import report, reporting, results, runner
+from replay.breakdown import BY, Grouping, Registry
 from replay.recording import Recording, Window, from_kafka, from_store, parse
+from replay.reporting import ReportData, when
 from replay.timeline import LOCAL, Context, render
 from schemas import events as ev
 
 HOUR_MS = 3_600_000
+POLICIES = ("recorded", "greedy", BATCH)  # or a TOML/JSON file of policy settings
+__all__ = ["Registry", "main", "parser", "when"]
 
 
-def when(text: str) -> int:
-    """Epoch ms from ``2026-11-26T08:00`` (China Standard Time unless an offset is given)
-    or from a plain epoch-ms number."""
-    if text.isdigit():
-        return int(text)
-    t = datetime.fromisoformat(text)
-    return int((t if t.tzinfo else t.replace(tzinfo=LOCAL)).timestamp() * 1000)
+class Refused(ValueError):
+    """An argument that names nothing we know, said in one line."""
 
 
-class Registry:
-    """Market names, prefectures and places, from the shipped registry."""
-
-    def __init__(self) -> None:
-        self.markets = {m.market_id: m for m in load_markets()}
-        self.prefectures = {p.code: p.name_en for p in load_prefectures()}
-
-    def names(self) -> dict[str, str]:
-        out = {m: f"{v.name_en} ({m})" for m, v in self.markets.items()}
-        return out | {c: f"{n} ({c})" for c, n in self.prefectures.items()}
-
-    def places(self) -> dict[str, tuple[float, float]]:
-        return {m: (v.lon, v.lat) for m, v in self.markets.items()}
-
-    def scope(self, market: str | None, prefecture: str | None) -> set[str] | None:
-        if market:
-            return {market}
-        if prefecture:
-            return {m for m, v in self.markets.items() if v.prefecture_code == prefecture}
-        return None
-
-    def prefecture_of(self, r: ev.HireRequested) -> str:
-        m = self.markets.get(r.market_id)
-        return m.prefecture_code if m else "?"
+def check(args: argparse.Namespace, reg: Registry) -> None:
+    """Refuse, before touching any service, what cannot be right: a reversed or empty window,
+    an unknown policy, market or prefecture."""
+    if getattr(args, "start", None) and getattr(args, "end", None):
+        reporting.check_window(when(args.start), when(args.end))
+    for spec in getattr(args, "policy", None) or ():
+        policy_spec(spec)
+    market = getattr(args, "market", None)
+    if market and market not in reg.markets:
+        raise Refused(
+            f"unknown market {market!r}: not in the registry (market ids look like G4301001 "
+            "or M43010001)"
+        )
+    code = getattr(args, "prefecture", None)
+    if code and code not in reg.prefectures:
+        known = ", ".join(f"{c} {p.name_en}" for c, p in reg.prefectures.items())
+        raise Refused(f"unknown prefecture {code!r}: one of {known}")
 
 
 def say(text: str) -> None:
@@ -108,7 +99,7 @@ async def timeline(args: argparse.Namespace, settings: Settings) -> str:
         if args.request
         else f"worker {args.worker}"
         if args.worker
-        else f"market {reg.names().get(args.market)}"
+        else f"market {reg.names()[args.market]}"
     )
     return render(f"Timeline of {what}", msgs, ctx)
 
@@ -159,14 +150,26 @@ async def _from_store(args: argparse.Namespace, settings: Settings, start: int, 
 # --- run -------------------------------------------------------------------------------------
 
 
+def policy_spec(spec: str) -> Path | str:
+    """A policy file's path, or a known policy's name; anything else is refused."""
+    if spec in POLICIES:
+        return spec
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.suffix in (".toml", ".json"):
+        raise Refused(f"no policy file {spec!r}")
+    raise Refused(f"unknown policy {spec!r}: give {', '.join(POLICIES)} or a TOML/JSON policy file")
+
+
 def load_policy(spec: str, recorded: Policy) -> Policy:
     """A policy from a TOML/JSON file of policy settings, or a name ("greedy", "batch")."""
-    path = Path(spec)
-    if path.exists():
-        text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    found = policy_spec(spec)
+    if isinstance(found, Path):
+        text = found.read_text()
+        data = tomllib.loads(text) if found.suffix == ".toml" else json.loads(text)
         return policy_from(PolicySettings(**data.get("policy", data)))
-    return replace(recorded, name=spec)
+    return replace(recorded, name=found)
 
 
 async def recording(args: argparse.Namespace, settings: Settings) -> Recording:
@@ -191,7 +194,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> str:
     reg = Registry()
     rec = await recording(args, settings)
     scope = reg.scope(args.market, args.prefecture)
-    requests = [r for r in rec.requests if scope is None or r.market_id in scope]
+    data = reporting.from_recording(rec).scoped(scope, reg)
+    data.require_some()
     recorded_policy = runner.recorded_policy(rec)
     responses = runner.learned_responses(
         rec, use_recorded=args.responses == "recorded", seed=args.seed
@@ -199,6 +203,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> str:
     if args.responses == "model":
         responses = replace(responses, accept=args.accept, silent=args.silent)
     runs: list[tuple[str, list[BaseModelList]]] = [("recorded", rec.decisions())]
+    policies = [recorded_policy.name]
     notes = []
     for spec in args.policy or ["recorded"]:
         if spec == "recorded":
@@ -208,13 +213,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> str:
             notes.append(_exactness(cmp))
         else:
             policy = load_policy(spec, recorded_policy)
-            say(f"replaying {len(requests):,} requests under policy {policy.name} …")
+            say(f"replaying {len(data.requests):,} requests under policy {policy.name} …")
             r = await runner.simulate(rec, policy, responses, reg.places(), scope, progress)
         notes.append(
             f"{r.label}: {r.batches:,} batches in {r.wall_s:.2f} s, {r.speedup:,.0f}× real time"
         )
         runs.append((r.label, r.decisions))
-    return _present(args, reg, requests, runs, notes)
+        policies.append(r.policy.name)
+    return _present(args, reg, data, list(zip(policies, runs, strict=True)), notes)
 
 
 BaseModelList = Any
@@ -230,54 +236,114 @@ def _exactness(cmp: runner.Comparison) -> str:
     )
 
 
+Labelled = tuple[str, tuple[str, Any]]  # (policy, (label, decisions))
+
+
 def _present(
     args: argparse.Namespace,
     reg: Registry,
-    requests: list[ev.HireRequested],
-    runs: list[tuple[str, Any]],
+    data: ReportData,
+    runs: list[Labelled],
     notes: list[str],
 ) -> str:
-    group = reg.prefecture_of if args.by == "prefecture" else (lambda r: r.market_id)
-    per = [(label, oc.outcomes(requests, d, group)) for label, d in runs]
+    grouping = reg.grouping(args.by)
+    per = [(label, reporting.indicators(data, grouping, d)) for _, (label, d) in runs]
     overall = [(label, rows[-1]) for label, rows in per]
-    names = reg.names()
+    names = _names(grouping, per)
     out = [report.side_by_side(overall), *notes]
     for label, rows in per:
         out.append(f"\n{label}, by {args.by}:\n{report.by_group(rows[:-1], names, short=True)}")
+    charts = [(lb, reporting.for_chart(data, grouping, rows, decisions=d))
+              for (_, (lb, d)), (_, rows) in zip(runs, per, strict=True)]  # fmt: skip
+    saved = results.save(_result(args, grouping, runs, per, charts), _folder(args))
+    out.append(f"results saved to {saved} (the console's what-if tab shows the latest)")
+    return "\n".join(out + _files(args, per, charts, names))
+
+
+def _names(grouping: Grouping, per: list[tuple[str, list[Any]]]) -> dict[str, str]:
+    return {o.group: grouping.name(o.group) for _, rows in per for o in rows}
+
+
+def _folder(args: argparse.Namespace) -> Path | None:
+    return Path(args.results) if getattr(args, "results", None) else None
+
+
+def _result(
+    args: argparse.Namespace,
+    grouping: Grouping,
+    runs: list[Labelled],
+    per: list[tuple[str, list[Any]]],
+    charts: list[tuple[str, list[Any]]],
+) -> dict[str, Any]:
+    """What the console's what-if tab shows: every run's indicators per group and overall."""
+    return {
+        "at_ms": int(time.time() * 1000),
+        "from_ms": when(args.start),
+        "to_ms": when(args.end),
+        "scope": {"market": args.market, "prefecture": args.prefecture},
+        "by": args.by,
+        "responses": args.responses,
+        "runs": [
+            {
+                "label": label,
+                "policy": policy,
+                "rows": [reporting.as_row(o, grouping) for o in rows],
+                "chart": [reporting.as_row(o, grouping) for o in chart],
+            }
+            for (policy, _), (label, rows), (_, chart) in zip(runs, per, charts, strict=True)
+        ],
+    }
+
+
+def _files(
+    args: argparse.Namespace,
+    per: list[tuple[str, list[Any]]],
+    charts: list[tuple[str, list[Any]]],
+    names: dict[str, str],
+) -> list[str]:
+    out = []
     if args.csv:
-        report.write_csv(Path(args.csv), per)
+        report.write_csv(Path(args.csv), per, names)
         out.append(f"table written to {args.csv}")
     if args.plot:
-        report.plot(
-            Path(args.plot),
-            [(lb, rows[:-1]) for lb, rows in per],
-            names,
-            f"Instant hire, {args.start} – {args.end}",
-        )
+        title = f"即时快招 Instant hire, {args.start} – {args.end}"
+        report.plot(Path(args.plot), charts, names | _fixed_names(), title)
         out.append(f"chart written to {args.plot}")
-    return "\n".join(out)
+    return out
+
+
+def _fixed_names() -> dict[str, str]:
+    from replay.breakdown import FIXED_LABELS
+
+    return {k: f"{zh} {en}" for k, (zh, en) in FIXED_LABELS.items()}
+
+
+async def report_data(args: argparse.Namespace, settings: Settings) -> ReportData:
+    """The window's report data: from the archive, or from Kafka (``--source kafka``)."""
+    if args.source == "kafka":
+        return reporting.from_recording(await recording(args, settings))
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        return await reporting.load(PgEventStore(conn), when(args.start), when(args.end))
+    finally:
+        await conn.close()
 
 
 async def report_cmd(args: argparse.Namespace, settings: Settings) -> str:
     reg = Registry()
-    rec = await recording(args, settings)
-    scope = reg.scope(args.market, args.prefecture)
-    requests = [r for r in rec.requests if scope is None or r.market_id in scope]
-    group = reg.prefecture_of if args.by == "prefecture" else (lambda r: r.market_id)
-    rows = oc.outcomes(requests, rec.decisions(), group)
-    out = [report.by_group(rows, reg.names())]
-    if args.csv:
-        report.write_csv(Path(args.csv), [("recorded", rows)])
-        out.append(f"table written to {args.csv}")
-    if args.plot:
-        report.plot(
-            Path(args.plot),
-            [("recorded", rows[:-1])],
-            reg.names(),
-            f"Instant hire, {args.start} – {args.end}",
-        )
-        out.append(f"chart written to {args.plot}")
-    return "\n".join(out)
+    data = (await report_data(args, settings)).scoped(reg.scope(args.market, args.prefecture), reg)
+    data.require_some()
+    grouping = reg.grouping(args.by)
+    rows = reporting.indicators(data, grouping)
+    per = [("recorded", rows)]
+    names = _names(grouping, per)
+    out = [report.by_group(rows, names)]
+    if args.by == "county":
+        out.append(reporting.COUNTY_NOTE)
+    charts = [("recorded", reporting.for_chart(data, grouping, rows))]
+    return "\n".join(out + _files(args, per, charts, names))
 
 
 async def status(_: argparse.Namespace, settings: Settings) -> str:
@@ -327,9 +393,10 @@ def _scope_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prefecture", help="one prefecture code, e.g. 4301 (Changsha)")
     p.add_argument(
         "--by",
-        choices=("prefecture", "market"),
+        choices=BY,
         default="prefecture",
-        help="group the tables and charts by (prefecture)",
+        help="group the tables and charts by (prefecture); county: the county-town centre "
+        "a market lies around",
     )
     p.add_argument(
         "--lookback-h",
@@ -375,7 +442,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--accept", type=float, default=0.8, help="model: acceptance rate (0.8)")
     r.add_argument("--silent", type=float, default=0.05, help="model: no-answer rate (0.05)")
     r.add_argument("--seed", type=int, default=7, help="model: random seed (7)")
-    rp = sub.add_parser("report", help="the recorded indicators per prefecture or market")
+    r.add_argument(
+        "--results",
+        metavar="DIR",
+        help="where to keep the results for the console ($GIG_REPLAY_RESULTS or .stack/replays)",
+    )
+    rp = sub.add_parser(
+        "report", help="the bureau's indicators per prefecture, county, market, skill, day, month"
+    )
     _window_args(rp, required=True)
     _scope_args(rp)
     sub.add_parser("status", help="what the archive holds and how far behind the archiver is")
@@ -389,9 +463,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``replay``."""
     args = parser().parse_args(argv)
     run_cli("replay", lambda: _command(args, get_settings()), expected=(OSError, ValueError))
+    # ValueError covers WindowError and Refused: one line on stderr, exit code 64.
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> None:
+    check(args, Registry())
     require(settings, "kafka" if getattr(args, "source", "pg") == "kafka" else "postgres")
     print(asyncio.run(COMMANDS[args.command](args, settings)))
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from schemas import events as ev
 from schemas.journal import DispatchBatch
+from schemas.names import skill_label
 
 LOCAL: Final = timezone(timedelta(hours=8), "CST")  # China Standard Time, no daylight saving
 MAX_CANDIDATES: Final = 25
@@ -95,7 +96,7 @@ def sentence(msg: BaseModel, ctx: Context) -> list[str]:  # noqa: C901 - one cas
         case ev.HireRequested():
             place = ctx.market_names.get(m.market_id, m.market_id)
             return [
-                f"{m.request_id}: {place} asks for {m.headcount} × {m.skill} at "
+                f"{m.request_id}: {place} asks for {m.headcount} × {skill_label(m.skill)} at "
                 f"{m.wage_yuan_per_day:g} ¥/day, open until {clock(m.deadline_at_ms)}"
             ]
         case ev.HireCancelled():
@@ -146,7 +147,8 @@ def sentence(msg: BaseModel, ctx: Context) -> list[str]:  # noqa: C901 - one cas
             return [f"{m.request_id}: {m.worker_id} {JOB_STEP[m.status]}{why}"]
         case ev.WorkerCheckedIn():
             where = ctx.market_names.get(m.market_id or "", f"({m.lon:.4f}, {m.lat:.4f})")
-            return [f"{m.worker_id} checked in at {where}, skills {', '.join(m.skills)}"]
+            skills = ", ".join(map(skill_label, m.skills))
+            return [f"{m.worker_id} checked in at {where}, skills {skills}"]
         case ev.WorkerLocated():
             return [f"{m.worker_id} moved to ({m.lon:.4f}, {m.lat:.4f})"]
         case ev.WorkerWentOffline():
