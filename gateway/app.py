@@ -24,7 +24,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import auth
@@ -47,7 +46,6 @@ from gateway.wire import (
     CancelIn,
     CheckInIn,
     DevLoginIn,
-    ErrorOut,
     HireRequestIn,
     JobStepIn,
     PrincipalOut,
@@ -56,8 +54,9 @@ from gateway.wire import (
     TokenOut,
     WorkerJobOut,
     WorkerJobStepIn,
+    refusals,
 )
-from infra import pg
+from infra import metrics, pg
 from infra.clients import keys_for, redis_client
 from infra.clock import now_ms
 from infra.health import Health
@@ -179,35 +178,6 @@ Caller = Annotated[Principal, Depends(caller)]
 P = Annotated[Parts, Depends(parts)]
 
 
-# What each refusal means, for the OpenAPI document; the bodies are ``ErrorOut``.
-REFUSALS: dict[int, str] = {
-    401: "no valid token (missing, expired or forged)",
-    403: "the token's role or subject may not do this",
-    404: "no such request (or nothing the caller may see)",
-    409: "the request id is in use, or the offer has been answered already",
-    422: "the input is not valid",
-}
-
-
-class FieldProblem(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class Unprocessable(BaseModel):
-    """A 422: one sentence (a value the service refused), or each field's problem (the input
-    does not fit the request's schema)."""
-
-    detail: str | list[FieldProblem]
-
-
-def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` entries of a route for the refusals it can answer."""
-    return {c: {"model": Unprocessable if c == 422 else ErrorOut, "description": REFUSALS[c]}
-            for c in codes}  # fmt: skip
-
-
 PathId = Annotated[str, PathParam(min_length=1, max_length=ev.ID_MAX, pattern=ev.ID_PATTERN)]
 
 
@@ -272,7 +242,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _worker_routes(app)
     for part in (province, reports, dead):
         app.include_router(part.router)
+    _ops_routes(app)
     return app
+
+
+def _ops_routes(app: FastAPI) -> None:
+    """For operators: alive; ready (the fan-out consumer joined its group and caught up);
+    Prometheus metrics. Not in the OpenAPI document (they are not the product's API)."""
+
+    def probe(request: Request) -> metrics.Probe:
+        health = getattr(request.app.state, "health", None) or Health()
+        return metrics.Probe(health, request.app.state.settings.metrics.ready_max_lag)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz(request: Request) -> JSONResponse:
+        return JSONResponse(probe(request).alive())
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> JSONResponse:
+        ok, body = probe(request).ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        kind, body = metrics.metrics_text()
+        return Response(body, media_type=kind)
 
 
 def _pages(app: FastAPI) -> None:

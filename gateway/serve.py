@@ -3,7 +3,7 @@
 ``gig-gateway`` runs one gateway process (start several on other ports to scale out; they
 share the work through one consumer group and Redis pub/sub). ``gig-serve`` (``make serve``)
 brings up the whole service for trying it in a browser: the embedded stack, the presence
-consumer, a dispatcher and the gateway with development login on, until Ctrl-C.
+consumer, a dispatcher, the archiver and the gateway with development login on, until Ctrl-C.
 
 Both take the gateway's host and port from settings (``GIG_GATEWAY__PORT``; ``--port`` wins)
 and bind it before anything else starts: a port in use is refused at once, in one line.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
+from archive.archiver import run_archiver
 from consumers.services import run_dispatcher, run_presence
 from gateway import auth
 from gateway.app import Parts, create_app
@@ -168,6 +169,7 @@ def banner(url: str, settings: Settings) -> str:
         "即时快招已启动 / instant hire is up:",
         f"  驿站页面 kiosk page:   {url}/kiosk",
         f"  工人页面 worker page:  {url}/worker",
+        f"  监管台 console:        {url}/supervisor",
         f"  API 文档 OpenAPI:      {url}/docs  ({url}/openapi.json)",
         f"  AsyncAPI:             {url}/asyncapi.json",
         "",
@@ -183,11 +185,13 @@ def banner(url: str, settings: Settings) -> str:
 
 
 async def serve_all(settings: Settings, sock: socket.socket | None = None) -> None:
-    """Presence, one dispatcher and the gateway in this process, until Ctrl-C."""
+    """Presence, one dispatcher, the archiver (the console reads the archive) and the
+    gateway in this process, until Ctrl-C."""
     stop = stop_on_signals()
     services = [
         asyncio.create_task(run_presence(settings, stop), name="presence"),
         asyncio.create_task(run_dispatcher(settings, stop), name="dispatcher"),
+        asyncio.create_task(run_archiver(settings, stop), name="archiver"),
     ]
     g = settings.gateway
     try:

@@ -6,7 +6,7 @@ kiosk, a phone or a supervisor sends and receives.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -163,3 +163,41 @@ class AnswerOut(BaseModel):
     offer_id: str
     answer: str
     reason: str = ""
+
+
+# --- refusals, for the OpenAPI document -------------------------------------------------------
+
+# What each refusal means in general; a route may say more with ``refused``.
+REFUSALS: dict[int, str] = {
+    401: "no valid token (missing, expired or forged)",
+    403: "the token's role or subject may not do this",
+    404: "no such request (or nothing the caller may see)",
+    409: "the request id is in use, or the offer has been answered already",
+    422: "the input is not valid",
+}
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Unprocessable(BaseModel):
+    """A 422: one sentence (a value the service refused), or each field's problem (the input
+    does not fit the request's schema)."""
+
+    detail: str | list[FieldProblem]
+
+
+def refused(code: int, why: str) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=`` entry for one refusal: its body and what it means."""
+    return {code: {"model": Unprocessable if code == 422 else ErrorOut, "description": why}}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entries of a route for the refusals it can answer, in general words."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for c in codes:
+        out |= refused(c, REFUSALS[c])
+    return out

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
-from fastapi import Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
 from gateway import auth
 from gateway.auth import Principal
+from gateway.wire import refused
 from infra.publish import Publisher
 from infra.settings import Settings
 
@@ -48,3 +49,14 @@ def console_caller(
 
 # A console route's caller: a supervisor or an operator (use ``auth.must_operate`` to write).
 Supervisor = Annotated[Principal, Depends(console_caller)]
+
+
+def console_router() -> APIRouter:
+    """A console part's router: every route refuses a caller without a valid token (401) and
+    one who neither supervises nor operates (403), and says so in OpenAPI."""
+    return APIRouter(
+        prefix="/api/v1/console",
+        tags=["console"],
+        responses=refused(401, "no valid token (missing, expired or forged)")
+        | refused(403, "not a supervisor's or an operator's token"),
+    )
