@@ -40,6 +40,7 @@ from schemas.events import Id
 
 Role = Literal["station", "worker", "supervisor", "operator"]
 ROLES: Final[tuple[Role, ...]] = ("station", "worker", "supervisor", "operator")
+READERS: Final = frozenset({"supervisor", "operator"})  # read everything
 ALGORITHM: Final = "HS256"
 DEV_SECRET_FILE: Final = STACK_DIR / "gateway-secret"
 STATION_KEY_CHARS: Final = 24
@@ -137,7 +138,7 @@ def may_write_market(who: Principal, market_id: str) -> None:
 
 def may_read_market(who: Principal, market_id: str) -> None:
     """Read a request: its market's station, or a supervisor."""
-    if who.role == "supervisor":
+    if who.role in READERS:
         return
     if who.role != "station" or who.subject != market_id:
         raise AuthError(403, NOT_ALLOWED)
@@ -145,14 +146,14 @@ def may_read_market(who: Principal, market_id: str) -> None:
 
 def may_read_worker(who: Principal, worker_id: str) -> None:
     """See a worker's offers: the worker, or a supervisor."""
-    if who.role == "supervisor" or (who.role == "worker" and who.subject == worker_id):
+    if who.role in READERS or (who.role == "worker" and who.subject == worker_id):
         return
     raise AuthError(403, NOT_ALLOWED)
 
 
 def must_supervise(who: Principal) -> None:
     """Read the console: a supervisor (read-only) or an operator."""
-    if who.role not in ("supervisor", "operator"):
+    if who.role not in READERS:
         raise AuthError(403, NOT_ALLOWED)
 
 

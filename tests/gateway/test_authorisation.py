@@ -137,14 +137,17 @@ async def test_answering_another_workers_offer(
     assert recording.sent == []
 
 
+@pytest.mark.parametrize("role", ["supervisor", "operator"])
 async def test_supervisor_reads_but_never_writes(
-    http: httpx.AsyncClient, gateway: tuple[Running, Recording], gw_settings: Settings
+    http: httpx.AsyncClient, gateway: tuple[Running, Recording], gw_settings: Settings, role: str
 ) -> None:
+    """Supervisors and operators read every request and worker; outside the console's
+    requeue (operators only) they write nothing."""
     body = new_request()
     own = bearer(token(gw_settings, "station", MARKET))
     assert (await http.post("/api/v1/requests", json=body, headers=own)).status_code == 202
     gateway[1].sent.clear()
-    sup = bearer(token(gw_settings, "supervisor", "audit"))
+    sup = bearer(token(gw_settings, role, "audit"))  # type: ignore[arg-type]
     rid = body["request_id"]
     assert (await http.get(f"/api/v1/requests/{rid}", headers=sup)).status_code == 200
     assert (await http.get("/api/v1/workers/W-1/offers", headers=sup)).status_code == 200
