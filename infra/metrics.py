@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from infra.health import Health
+from infra.tasks import background
 
 log = logging.getLogger("metrics")
 R = TypeVar("R")
@@ -399,13 +400,8 @@ async def lag_watch(
     interval_s: float = 5.0,
 ) -> AsyncIterator[None]:
     """``watch_lag`` in the background for the block's duration."""
-    task = asyncio.create_task(watch_lag(consumer, group, health, stop, interval_s))
-    try:
+    async with background(watch_lag(consumer, group, health, stop, interval_s)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # --- rebuilds (counted in infra.rebuild) -------------------------------------------------------

@@ -40,7 +40,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -64,6 +64,7 @@ from infra.ports import Presence
 from infra.redis_index import RedisWorkerIndex, state_ttl_ms, unpack_record
 from infra.settings import KafkaSettings
 from infra.state_codec import load_state
+from infra.tasks import background
 from schemas.events import REQUEST_STATE_SAVED, RequestStateSaved
 from schemas.topics import REQUEST_STATE, WORKER_EVENTS
 
@@ -524,15 +525,8 @@ class CacheGuard:
         return bool(await self._finish(keys=keys, args=[run, _DONE + payload, epoch]))
 
 
-@contextlib.asynccontextmanager
-async def _kept(lease: Lease) -> AsyncIterator[None]:
-    task = asyncio.create_task(lease.keep())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def _kept(lease: Lease) -> contextlib.AbstractAsyncContextManager[None]:
+    return background(lease.keep())
 
 
 @dataclass
