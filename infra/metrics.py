@@ -329,13 +329,18 @@ def lag_by_partition(
     return {tp: max(0, ends[tp] - at) for tp, at in positions.items() if tp in ends}
 
 
+ENDS_TIMEOUT_S = 10.0
+
+
 async def measure_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
     """The consumer's lag on each partition it owns now: end offsets (one round trip) minus
     its positions (local; a partition with no position yet is left out)."""
     owned = list(consumer.assignment())
     if not owned:
         return {}
-    ends = await consumer.end_offsets(owned)
+    # Bounded: aiokafka retries a partition without a leader (a topic just made, a broker
+    # away) until its request timeout, and a stale figure is better than a stuck watcher.
+    ends = await asyncio.wait_for(consumer.end_offsets(owned), ENDS_TIMEOUT_S)
     positions: dict[TopicPartition, int] = {}
     for tp in owned:
         with contextlib.suppress(Exception):  # revoked meanwhile, or no position yet
