@@ -32,7 +32,8 @@ from typing import Final
 # An offer's hold outlives the offer window a little, so a hold never lapses before the
 # dispatcher's tick releases it; if a dispatcher dies, the hold still frees itself.
 HOLD_GRACE_MS: Final = 30_000
-# An assignment keeps the worker out of the index for a working day, or until they check in.
+# An assignment keeps the worker out of the index until their job ends (done, no-show or
+# cancelled: the dispatcher drops it then), and for a working day at most if nobody closes it.
 ASSIGNMENT_TTL_MS: Final = 12 * 3600 * 1000
 # Request state is kept a day past its deadline for late answers, kiosks and supervisors.
 REQUEST_STATE_TTL_MS: Final = 24 * 3600 * 1000

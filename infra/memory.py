@@ -35,8 +35,6 @@ class MemoryWorkerIndex:
         old = self.records.get(change.worker_id)
         if change.kind == "checkin":
             rec = WorkerRecord(change.worker_id, change.lon, change.lat, change.skills, True)
-            if self.holds.get(change.worker_id, "").startswith(ASSIGNED_PREFIX):
-                del self.holds[change.worker_id]  # checking in again ends an assignment
         elif old is None:
             return
         elif change.kind == "locate":

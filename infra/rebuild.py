@@ -19,11 +19,10 @@ its holder refreshes; the others wait, and take the part over if the lock lapses
    and assignments, and its timer. A request whose time passed meanwhile is simply ticked and
    expires through the core.
 
-Why workers first: ``apply`` ends a worker's assignment when it folds their check-in, and every
-assigned worker checked in before being assigned, so folding the history over restored holds
-would drop them. So the fold runs on a keyspace without holds, and restoring a hold then takes
-the worker out of the geo index the way a live hold does. (An assignment that a later check-in
-had ended comes back too; the worker's next check-in ends it again.)
+Why workers first: the fold runs on a keyspace without holds, so every online worker lands in
+the geo index; restoring a hold then takes the worker out of it the way a live hold does. A
+worker's presence never ends a hold: an assignment lasts until its job ends (done, no-show or
+cancelled, in the request's state), so the holds restored are exactly the jobs still at work.
 
 Finishing the last part sets the epoch in the same script that checks both parts are done, so
 a Redis emptied again mid-rebuild is noticed and the rebuild starts over. On the first start

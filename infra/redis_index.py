@@ -184,10 +184,9 @@ class RedisWorkerIndex:
         old, new = records[wid], fold_presence(records[wid], change)
         if new is None:
             return
+        # A hold stays: an offer's until it is answered or lapses, an assignment until its job
+        # ends (the dispatcher drops it), whatever the worker's presence does meanwhile.
         hold = holds[wid]
-        if change.kind == "checkin" and hold is not None and hold.startswith(ASSIGNED_PREFIX):
-            pipe.delete(self.keys.hold(wid))  # checking in again ends the last assignment
-            hold = holds[wid] = None
         # Race: a dispatcher may hold this worker between our read and these writes. The
         # hold key stays the authority (a held worker's SET NX fails), so the worst case is a
         # stale index entry that a later claim skips, never a double booking.

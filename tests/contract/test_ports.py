@@ -117,7 +117,7 @@ async def test_release_returns_online_workers_to_the_index(index: WorkerIndex) -
     assert await found(index) == ["a"]  # b is offline, so stays out
 
 
-async def test_assignment_keeps_the_worker_out_until_they_check_in_again(
+async def test_assignment_keeps_the_worker_out_until_their_job_ends(
     index: WorkerIndex,
 ) -> None:
     await checkin(index, "a", 0.01)
@@ -128,7 +128,10 @@ async def test_assignment_keeps_the_worker_out_until_they_check_in_again(
     assert await found(index) == []
     await index.apply([Presence("a", "locate", LON + 0.01, LAT)])
     assert await found(index) == []
-    await checkin(index, "a", 0.01)
+    await checkin(index, "a", 0.01)  # checking in again while at work changes nothing
+    assert await index.holder("a") == ASSIGNED_PREFIX + "R1"
+    assert await found(index) == []
+    await index.unassign([("a", "R1")])
     assert await index.holder("a") is None
     assert await found(index) == ["a"]
 
