@@ -147,6 +147,7 @@ async def _dispatch(
     journal = Journal(dispatcher.policy)  # what each batch took, and its clock, for replay
     bounds = time_bounds(settings.policy)  # how far ahead a message's times may lie
     tally = metrics.Throughput("dispatcher", THROUGHPUT_LOG_S)
+    out = metrics.CountedSink(pub, "dispatcher")  # every send, its dead letters counted
 
     async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
         now = now_ms()
@@ -157,9 +158,8 @@ async def _dispatch(
         # Handed to the producer; the batch is committed once the broker has them all, and
         # its outboxes are cleared then (in the background: a pending outbox is only
         # published again, so the commit need not wait for that).
-        acks = await pub.send(refused + done.wire + journal.entry(batch, now))
+        acks = await out.send(refused + done.wire + journal.entry(batch, now))
         dispatcher.after_publish(acks, done)
-        metrics.dead_letters_sent("dispatcher", [*refused, *done.wire])
         tally.add(len(records), *metrics.decided(done.out))
         tally.maybe_log(None if health is None else health.lag)
         return acks
@@ -175,7 +175,7 @@ async def _dispatch(
                 stop,
                 poll_ms=50,
                 max_records=settings.kafka.max_batch,
-                resilience=Resilience("dispatcher", metrics.CountedSink(pub, "dispatcher"), health),
+                resilience=Resilience("dispatcher", out, health),
             )
     finally:
         sweeping.cancel()
@@ -249,6 +249,7 @@ async def _run_presence(
         group = settings.presence_group
         clients = kafka_clients(settings, group, WORKER_EVENTS, stop=stop, health=health)
         async with clients as (consumer, pub):
+            out = metrics.CountedSink(pub, "presence")  # every send, its dead letters counted
 
             async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
                 fresh, folded = guard.split(records)
@@ -257,8 +258,7 @@ async def _run_presence(
                 dead += presence_batch(folded, markets, now_ms(), bounds)[1] if folded else []
                 if changes:
                     await index.apply(changes)
-                metrics.dead_letters_sent("presence", dead)
-                return await pub.send(dead)
+                return await out.send(dead)
 
             log.info("presence consumer up")
             every_s = settings.metrics.lag_interval_s
@@ -269,6 +269,6 @@ async def _run_presence(
                     stop,
                     poll_ms=200,
                     max_records=settings.kafka.max_batch,
-                    resilience=Resilience("presence", metrics.CountedSink(pub, "presence"), health),
+                    resilience=Resilience("presence", out, health),
                 )
     log.info("presence consumer stopped")

@@ -136,14 +136,15 @@ async def run_fanout(
         health=health,
     )
 
+    out = metrics.CountedSink(publisher, CONSUMER)  # every send, its dead letters counted
+
     async def handle(records: list[ConsumerRecord[Any, Any]]) -> Durable:
         batch = sort_batch(records, now_ms())
         await fanout.handle(batch)
-        metrics.dead_letters_sent(CONSUMER, batch.dead)
-        return await publisher.send(batch.dead)
+        return await out.send(batch.dead)
 
     try:
-        resilience = Resilience(CONSUMER, metrics.CountedSink(publisher, CONSUMER), health)
+        resilience = Resilience(CONSUMER, out, health)
         async with metrics.lag_watch(
             consumer, group, health, stop, settings.metrics.lag_interval_s
         ):

@@ -187,17 +187,18 @@ def dead_letters_sent(consumer: str, messages: Iterable[Outgoingish]) -> int:
 
 
 class Sink(Protocol):
-    async def send(self, messages: Sequence[Any]) -> Any: ...
+    async def send(self, messages: Sequence[Any]) -> Awaitable[Any] | None: ...
 
 
 @dataclass
 class CountedSink:
-    """A consumer loop's dead-letter sink that counts what goes through it."""
+    """A consumer's sink that counts the dead letters among what goes through it (what its
+    handler sends, and what its loop dead-letters)."""
 
     sink: Sink
     consumer: str
 
-    async def send(self, messages: Sequence[Any]) -> Any:
+    async def send(self, messages: Sequence[Any]) -> Awaitable[Any] | None:
         dead_letters_sent(self.consumer, messages)
         return await self.sink.send(messages)
 
@@ -332,12 +333,14 @@ def lag_by_partition(
 ENDS_TIMEOUT_S = 10.0
 
 
-async def measure_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-    """The consumer's lag on each partition it owns now: end offsets (one round trip) minus
-    its positions (local; a partition with no position yet is left out)."""
+async def ends_and_positions(
+    consumer: AIOKafkaConsumer,
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """On each partition the consumer owns now: the end offset (one round trip) and its
+    position (local; a partition with no position yet is left out)."""
     owned = list(consumer.assignment())
     if not owned:
-        return {}
+        return {}, {}
     # Bounded: aiokafka retries a partition without a leader (a topic just made, a broker
     # away) until its request timeout, and a stale figure is better than a stuck watcher.
     ends = await asyncio.wait_for(consumer.end_offsets(owned), ENDS_TIMEOUT_S)
@@ -345,7 +348,12 @@ async def measure_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
     for tp in owned:
         with contextlib.suppress(Exception):  # revoked meanwhile, or no position yet
             positions[tp] = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
-    return lag_by_partition(ends, positions)
+    return ends, positions
+
+
+async def measure_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """The consumer's lag on each partition it owns now."""
+    return lag_by_partition(*await ends_and_positions(consumer))
 
 
 @dataclass
