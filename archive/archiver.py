@@ -42,9 +42,16 @@ from infra.consume import RETRYABLE, Resilience, consume
 from infra.health import Health
 from infra.joining import close, join_group, start_producer
 from infra.kafka import ensure_topics, make_consumer, make_producer
-from infra.process import require, run_cli, setup_logging, stop_on_signals
+from infra.process import (
+    add_ops_args,
+    require,
+    run_cli,
+    setup_logging,
+    stop_on_signals,
+    with_metrics_port,
+)
 from infra.publish import Publisher
-from infra.settings import MetricsSettings, Settings, get_settings
+from infra.settings import Settings, get_settings
 
 log = logging.getLogger("archiver")
 DEFAULT_GROUP = "gig-archiver"
@@ -120,19 +127,14 @@ async def positions(
 async def everywhere(consumer: AIOKafkaConsumer, batch: Sequence[Position]) -> list[Position]:
     """The batch's positions, and the position and lag on every other partition the consumer
     owns: their end offsets asked for now (one round trip), minus its positions."""
-    owned = list(consumer.assignment())
-    if not owned:
-        return list(batch)
     seen = {(p.topic, p.part) for p in batch}
-    ends = await consumer.end_offsets(owned)
-    out = list(batch)
-    for tp, end in ends.items():
-        if (tp.topic, tp.partition) in seen:
-            continue
-        with contextlib.suppress(Exception):  # revoked meanwhile, or no position yet
-            at = await asyncio.wait_for(consumer.position(tp), metrics.POSITION_TIMEOUT_S)
-            out.append(Position(tp.topic, tp.partition, at, max(0, end - at), None))
-    return out
+    ends, positions = await metrics.ends_and_positions(consumer)
+    lag = metrics.lag_by_partition(ends, positions)
+    others = [tp for tp in lag if (tp.topic, tp.partition) not in seen]
+    return [
+        *batch,
+        *(Position(tp.topic, tp.partition, positions[tp], lag[tp], None) for tp in others),
+    ]
 
 
 class Connection:
@@ -274,29 +276,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     p.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group ({DEFAULT_GROUP})")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
-    p.add_argument(
-        "--metrics-port", type=int, metavar="PORT",
-        help="serve /healthz, /readyz and /metrics here (GIG_METRICS__ARCHIVER_PORT, 9103; "
-        "0: not at all)",
-    )  # fmt: skip
-    p.add_argument("--log-json", action="store_true", help="JSON log lines (GIG_LOG_FORMAT=json)")
+    add_ops_args(p, "GIG_METRICS__ARCHIVER_PORT, 9103")
     args = p.parse_args(argv)
     run_cli("gig-archiver", lambda: _archiver_cli(args), expected=(metrics.MetricsPortBusy,))
 
 
 def _archiver_cli(args: argparse.Namespace) -> None:
-    settings = get_settings()
-    if args.metrics_port is not None:
-        m = settings.metrics.model_copy(update={"archiver_port": args.metrics_port})
-        settings = settings.model_copy(update={"metrics": m})
+    settings = with_metrics_port(get_settings(), "archiver_port", args.metrics_port)
     require(settings, "kafka", "postgres")
-    sock = _metrics_socket(settings.metrics, strict=args.metrics_port is not None)
+    m = settings.metrics
+    sock = metrics.listen(m.host, m.archiver_port, strict=args.metrics_port is not None)
     setup_logging(args.verbose, args.log_json)
     asyncio.run(run_archiver(settings, group=args.group, metrics_sock=sock))
-
-
-def _metrics_socket(m: MetricsSettings, strict: bool) -> socket.socket | None:
-    return metrics.listen(m.host, m.archiver_port, strict=strict)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from consumers.services import run_dispatcher
 from infra import metrics
-from infra.process import run_cli, setup_logging
-from infra.settings import Settings, get_settings
+from infra.process import add_ops_args, run_cli, setup_logging, with_metrics_port
+from infra.settings import get_settings
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -24,25 +24,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     add_ops_args(parser, "GIG_METRICS__DISPATCHER_PORT, 9101")
     return parser.parse_args(argv)
-
-
-def add_ops_args(parser: argparse.ArgumentParser, default: str) -> None:
-    """``--metrics-port`` and ``--log-json``, shared by the consumers' command lines."""
-    parser.add_argument(
-        "--metrics-port", type=int, metavar="PORT",
-        help=f"serve /healthz, /readyz and /metrics here ({default}; 0: not at all); "
-        "give each process on a host its own",
-    )  # fmt: skip
-    parser.add_argument(
-        "--log-json", action="store_true", help="JSON log lines (or GIG_LOG_FORMAT=json)"
-    )
-
-
-def with_metrics_port(settings: Settings, field: str, port: int | None) -> Settings:
-    if port is None:
-        return settings
-    m = settings.metrics.model_copy(update={field: port})
-    return settings.model_copy(update={"metrics": m})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

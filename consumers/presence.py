@@ -8,10 +8,9 @@ import argparse
 import asyncio
 from collections.abc import Sequence
 
-from consumers.dispatcher import add_ops_args, with_metrics_port
 from consumers.services import run_presence
 from infra import metrics
-from infra.process import run_cli, setup_logging
+from infra.process import add_ops_args, run_cli, setup_logging, with_metrics_port
 from infra.settings import get_settings
 
 

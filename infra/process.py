@@ -9,6 +9,7 @@ so nothing half-starts (and no client library logs its retries) when the stack i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import contextvars
@@ -222,3 +223,23 @@ def _quiet_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def add_ops_args(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--metrics-port`` and ``--log-json``, shared by the services' command lines."""
+    parser.add_argument(
+        "--metrics-port", type=int, metavar="PORT",
+        help=f"serve /healthz, /readyz and /metrics here ({default}; 0: not at all); "
+        "give each process on a host its own",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log-json", action="store_true", help="JSON log lines (or GIG_LOG_FORMAT=json)"
+    )
+
+
+def with_metrics_port(settings: Settings, field: str, port: int | None) -> Settings:
+    """The settings with the service's metrics port (``field``) set from the command line."""
+    if port is None:
+        return settings
+    m = settings.metrics.model_copy(update={field: port})
+    return settings.model_copy(update={"metrics": m})
