@@ -97,7 +97,6 @@ async def _answer(gw: Gateway, who: Principal, body: AnswerIn) -> AnswerOut:
 
 # A stream that ended tells a client that would reconnect by itself to wait an hour.
 END_RETRY_MS = 3_600_000
-JOB_ENDS = frozenset({"done", "no_show", "cancelled"})
 KEEP_ALIVE = ": keep-alive\n\n"
 
 
@@ -116,7 +115,7 @@ class Followed:
             self.ended = True
         elif isinstance(e, ev.WorkerAssigned):
             self.hired.add(e.worker_id)
-        elif isinstance(e, ev.JobChanged) and e.status in JOB_ENDS:
+        elif isinstance(e, ev.JobChanged) and e.status in ev.JOB_ENDS:
             self.finished.add(e.worker_id)
 
     @property

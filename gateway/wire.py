@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.events import Hired, Id, Lat, Lon, Skill
+from schemas.events import Hired, Id, JobStepName, Lat, Lon, Skill
 
 
 class _In(BaseModel):
@@ -39,7 +39,7 @@ class HireRequestIn(_In):
 class JobStepIn(_In):
     """A station's report on a hired worker's job: arrived, done, no-show or cancelled."""
 
-    step: Literal["arrived", "done", "no_show", "cancelled"]
+    step: JobStepName
     reason: str = Field("", max_length=200)
 
 

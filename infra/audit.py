@@ -196,7 +196,7 @@ def jobs(events: Iterable[ev.RequestEvent]) -> dict[str, list[tuple[int, int, st
     for e in events:
         if isinstance(e, ev.WorkerAssigned):
             start.setdefault((e.worker_id, e.request_id), e.at_ms)
-        elif isinstance(e, ev.JobChanged) and e.status in JOB_ENDS:
+        elif isinstance(e, ev.JobChanged) and e.status in ev.JOB_ENDS:
             end.setdefault((e.worker_id, e.request_id), e.at_ms)
     out: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for (wid, rid), at in start.items():
@@ -204,7 +204,6 @@ def jobs(events: Iterable[ev.RequestEvent]) -> dict[str, list[tuple[int, int, st
     return out
 
 
-JOB_ENDS: Final = frozenset({"done", "no_show", "cancelled"})
 NEVER: Final = 2**63
 
 

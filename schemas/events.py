@@ -118,6 +118,8 @@ class HireRequested(Message):
 
 
 JobStepName = Literal["arrived", "done", "no_show", "cancelled"]
+# The steps that end a job and return its worker to the pool.
+JOB_ENDS: Final = frozenset({"done", "no_show", "cancelled"})
 Reporter = Literal["station", "worker"]
 
 
