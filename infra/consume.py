@@ -34,6 +34,7 @@ from infra.backoff import Retrying, Stopped, describe, unless_stopped
 from infra.decoding import dead_letter
 from infra.health import Health
 from infra.publish import Acks, Outgoing
+from infra.tasks import within
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -351,6 +352,9 @@ class _Loop:
         if pending is None:
             return
         try:
-            await pending.settled
+            # Cancelled from outside, the stop event is not set and the settling would retry
+            # without end: it gets the same grace as a stop, then the batch is read again.
+            if not await within(pending.settled, STOP_GRACE_S + COMMIT_TIMEOUT_S):
+                log.info("%s: the last batch was not committed in time", self.r.name)
         except Exception as e:  # Stopped among them: the batch is simply read again
             log.info("%s: the last batch was not committed (%s)", self.r.name, describe(e))

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.backoff import Retrying, Stopped, describe, unless_stopped
 from infra.health import Health
+from infra.tasks import within
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
@@ -90,6 +91,7 @@ async def start_producer(
 async def close(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
     """Stop a client that may have failed to start, without waiting long or raising."""
     try:
-        await asyncio.wait_for(client.stop(), CLOSE_TIMEOUT_S)
+        if not await within(client.stop(), CLOSE_TIMEOUT_S):
+            log.info("a Kafka client did not close within %.0f s; left behind", CLOSE_TIMEOUT_S)
     except Exception as e:
         log.debug("closing a Kafka client failed: %s", describe(e))

@@ -10,7 +10,9 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from infra import backoff
+from infra import consume as consume_module
 from infra.consume import Durable, consume
+from infra.tasks import within
 
 pytestmark = pytest.mark.unit
 
@@ -102,3 +104,50 @@ async def test_a_lasting_outage_is_waited_out_until_stopped_without_committing()
 
     await consume(consumer, handler, stop)  # type: ignore[arg-type]
     assert calls == 50 and consumer.commits == 0
+
+
+async def test_a_loop_cancelled_from_outside_ends_although_its_last_batch_never_settles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consume_module, "STOP_GRACE_S", 0.05)
+    monkeypatch.setattr(consume_module, "COMMIT_TIMEOUT_S", 0.05)
+    stop = asyncio.Event()  # never set: the owner cancels the task instead
+    consumer = FakeConsumer([["a"]], stop)
+    consumer.stop = asyncio.Event()
+    handled = asyncio.Event()
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handler(records: list[Any]) -> Durable:
+        if records:
+            return never  # its acknowledgements never come
+        handled.set()
+        await asyncio.sleep(60)  # the cancellation lands here, in the next batch's handler
+        return None
+
+    task = asyncio.create_task(consume(consumer, handler, stop))  # type: ignore[arg-type]
+    await handled.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert task in done and task.cancelled()
+    assert consumer.commits == 0
+
+
+async def test_within_leaves_behind_work_that_ignores_its_cancellation() -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:  # like a client whose close awaits its own tasks
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await release.wait()
+
+    async with asyncio.timeout(5):
+        assert not await within(stubborn(), 0.05)
+        assert await within(asyncio.sleep(0), 1.0)
+        with pytest.raises(ValueError):
+            await within(_fails(), 1.0)
+    release.set()
+
+
+async def _fails() -> None:
+    raise ValueError("no")
