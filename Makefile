@@ -13,8 +13,8 @@ BROKERS ?= 1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
-system-deps:  ## Debian packages (Redis, PostgreSQL, kcat, Java, Maven, Chromium, CJK fonts) where missing
-	@bash infra/scripts/system-deps.sh chromium fonts-noto-cjk
+system-deps:  ## Debian packages (Redis, PostgreSQL, PostGIS, kcat, Java, Maven, Chromium, CJK fonts) where missing
+	@bash infra/scripts/system-deps.sh chromium fonts-noto-cjk postgis
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -16,7 +16,6 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from consumers.dispatching import (
     TIMERS_PER_BATCH,
@@ -40,6 +39,7 @@ from infra.process import stop_on_signals
 from infra.publish import Outgoing, Publisher
 from infra.rebuild import CacheGuard
 from infra.redis_index import RedisRequestStore, RedisWorkerIndex
+from infra.redis_nodes import AnyRedis
 from infra.settings import Settings, get_settings
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, WORKER_EVENTS
@@ -72,7 +72,7 @@ async def probes(
 
 
 async def whole_cache(
-    settings: Settings, redis: Redis, markets: Mapping[str, Place], stop: asyncio.Event
+    settings: Settings, redis: AnyRedis, markets: Mapping[str, Place], stop: asyncio.Event
 ) -> CacheGuard:
     """The service's cache guard, once Redis holds the whole cache (rebuilt from the log when
     it came back empty; see infra.rebuild)."""

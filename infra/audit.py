@@ -47,6 +47,7 @@ from dispatch.model import HIRED, WORKING, RequestState, RequestStatus
 from infra.kafka import partitions
 from infra.keys import Keys
 from infra.process import run_cli
+from infra.redis_nodes import AnyRedis, nodes_of
 from infra.state_codec import load_state
 from schemas import events as ev
 from schemas.topics import HIRE_REQUESTS, OFFER_RESPONSES, OFFERS, REQUEST_EVENTS, REQUEST_STATE
@@ -467,18 +468,18 @@ async def read_log(bootstrap: str, timeout_s: float = READ_TIMEOUT_S) -> Log:
     return decode_log(await read_topics(bootstrap, TOPICS, timeout_s))
 
 
-async def read_store(redis: Redis, keys: Keys) -> dict[str, Stored]:
-    """Every request hash under the keys' prefix."""
+async def read_store(redis: AnyRedis, keys: Keys) -> dict[str, Stored]:
+    """Every request hash under the keys' prefix (on one Redis or every node of a cluster)."""
     found = [k async for k in redis.scan_iter(match=keys.request_pattern(), count=1000)]
     out: dict[str, Stored] = {}
     for i in range(0, len(found), 500):
-        chunk = found[i : i + 500]
-        pipe = redis.pipeline(transaction=False)
+        chunk = [_text(k) for k in found[i : i + 500]]
+        batch = await nodes_of(redis).batch()
         for k in chunk:
-            pipe.hmget(k, "v", "s", "o")
-        for k, (v, s, o) in zip(chunk, await pipe.execute(), strict=True):
+            batch.on(k).hmget(k, "v", "s", "o")
+        for k, (v, s, o) in zip(chunk, await batch.execute(), strict=True):
             if v is not None and s is not None:
-                out[keys.request_id(_text(k))] = Stored(int(v), load_state(s), o is not None)
+                out[keys.request_id(k)] = Stored(int(v), load_state(s), o is not None)
     return out
 
 

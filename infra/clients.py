@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from dispatch.model import Policy
 from infra.health import Health
@@ -19,6 +19,7 @@ from infra.joining import close, join_group, start_producer
 from infra.kafka import make_consumer, make_producer
 from infra.keys import Keys
 from infra.publish import Publisher
+from infra.redis_nodes import AnyRedis, ClusterNodes, nodes_of
 from infra.settings import PolicySettings, Settings
 
 
@@ -34,26 +35,45 @@ def policy_from(p: PolicySettings) -> Policy:
 
 
 def redis_client(settings: Settings) -> Redis:
+    """A client of the one Redis ``redis_url`` names."""
+    if settings.redis_cluster:
+        raise ValueError("this part runs on one Redis, not on a Redis Cluster")
     # No per-reply socket timeout: the adapters bound each round trip instead (see
-    # infra.redis_index.ROUND_TRIP_TIMEOUT_S), which is much cheaper per command.
-    return Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        max_connections=64,
-        socket_timeout=None,
-        socket_connect_timeout=5.0,
-        socket_keepalive=True,
-    )
+    # infra.redis_nodes.ROUND_TRIP_TIMEOUT_S), which is much cheaper per command.
+    return Redis.from_url(settings.redis_url, max_connections=64, **_REDIS_OPTIONS)
+
+
+_REDIS_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_timeout": None,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+}
+
+
+def store_client(settings: Settings) -> AnyRedis:
+    """A client of the dispatch store: one Redis, or a Redis Cluster (``redis_cluster``)."""
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, **_REDIS_OPTIONS)
+    return redis_client(settings)
 
 
 @contextlib.asynccontextmanager
-async def redis_session(settings: Settings) -> AsyncIterator[Redis]:
-    """A Redis client that is closed however the block ends (stopped, failed or done)."""
-    redis = redis_client(settings)
+async def redis_session(settings: Settings) -> AsyncIterator[AnyRedis]:
+    """A store client that is closed however the block ends (stopped, failed or done)."""
+    redis = store_client(settings)
     try:
         yield redis
     finally:
-        await redis.aclose()
+        await close_store(redis)
+
+
+async def close_store(redis: AnyRedis) -> None:
+    """Close a store client, and the per-node clients its batches opened on a cluster."""
+    nodes = nodes_of(redis)
+    if isinstance(nodes, ClusterNodes):
+        await nodes.aclose()
+    await redis.aclose()
 
 
 def keys_for(settings: Settings) -> Keys:

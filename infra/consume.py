@@ -46,6 +46,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
     redis_errors.TimeoutError,
     redis_errors.ClusterDownError,
     redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,  # a slot without a primary while a cluster fails over
     KafkaError,
 )
 # Kafka errors that no retry can cure: the record itself is the problem.

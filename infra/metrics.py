@@ -99,6 +99,10 @@ RETRIES = Counter(
 RECOVERIES = Counter(
     "gig_recoveries_total", "Outages over: a failing call working again", ["system"]
 )
+REDIS_UNREPLICATED = Counter(
+    "gig_redis_unreplicated_total",
+    "Replicated Redis batches failed because a node's replica did not confirm in time",
+)
 REBUILDS = Counter("gig_cache_rebuilds_total", "Times this process found the Redis cache not whole")
 REBUILD_PARTS = Counter(
     "gig_cache_rebuild_parts_total",

@@ -45,7 +45,7 @@ from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
-from redis.asyncio import Redis
+from redis.exceptions import ClusterDownError, RedisClusterException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -61,6 +61,7 @@ from infra.keys import (
 )
 from infra.ports import Presence
 from infra.redis_index import RedisWorkerIndex, state_ttl_ms, unpack_record
+from infra.redis_nodes import AnyRedis, nodes_of
 from infra.settings import KafkaSettings
 from infra.state_codec import load_state
 from infra.tasks import background
@@ -83,7 +84,14 @@ READ_RECORDS = 50_000  # records per read of the log
 APPLY_BATCH = 4_000  # presence changes per apply(): two pipelines, well inside their deadline
 WRITE_BATCH = 2_000  # request states, holds or timers per pipeline
 _RUN, _DONE = "run:", "done:"
-_REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_REDIS_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    RedisClusterException,
+    ConnectionError,
+    OSError,
+)
 
 # The epoch, or the part's marker (``run:owner`` while someone rebuilds it, ``done:payload``
 # once done), or 'mine' when the caller now holds the part's lock (also when it held it
@@ -306,9 +314,10 @@ class Rebuilder:
     """Rebuilds one part of the cache from the log."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, kafka: KafkaSettings, presence_of: PresenceOf
+        self, redis: AnyRedis, keys: Keys, kafka: KafkaSettings, presence_of: PresenceOf
     ) -> None:
         self.redis = redis
+        self.nodes = nodes_of(redis)
         self.keys = keys
         self.kafka = kafka
         self.presence_of = presence_of
@@ -358,34 +367,32 @@ class Rebuilder:
         self, states: Sequence[tuple[RequestStateSaved, RequestState]], now: int
     ) -> None:
         for part in chunks(states, WRITE_BATCH):
-            pipe = self.redis.pipeline(transaction=False)
+            batch = await self.nodes.batch()
             for saved, state in part:
                 key = self.keys.request(saved.request_id)
                 ttl = remaining_ttl_ms(state, saved.at_ms, now)
-                args: list[str | int] = [saved.version, saved.state, ttl]
-                await self._restore_state(keys=[key], args=args, client=pipe)
-            await pipe.execute()
+                batch.script(self._restore_state, [key], [saved.version, saved.state, ttl])
+            await batch.execute(replicated=True)
 
     async def write_holds(self, holds: dict[str, Claim]) -> None:
         """Set each hold, then take its worker out of every geo shard they are in."""
         items = list(holds.items())
         for part in chunks(items, WRITE_BATCH):
-            pipe = self.redis.pipeline(transaction=False)
+            batch = await self.nodes.batch()
             for wid, claim in part:
                 keys = [self.keys.hold(wid), self.keys.bucket(wid)]
-                args: list[str | int] = [claim.value, claim.ttl_ms, wid]
-                await self._restore_hold(keys=keys, args=args, client=pipe)
+                batch.script(self._restore_hold, keys, [claim.value, claim.ttl_ms, wid])
             gone: dict[str, list[str]] = {}
-            for (wid, _), raw in zip(part, await pipe.execute(), strict=True):
+            for (wid, _), raw in zip(part, await batch.execute(replicated=True), strict=True):
                 rec = unpack_record(wid, raw) if raw else None
                 if rec is not None:
                     cell = cell_of(rec.lon, rec.lat)
                     for skill in rec.skills:
                         gone.setdefault(self.keys.geo(cell, skill), []).append(wid)
             if gone:
-                cleanup = self.redis.pipeline(transaction=False)
+                cleanup = await self.nodes.batch()
                 for key, members in gone.items():
-                    cleanup.zrem(key, *members)
+                    cleanup.on(key).zrem(key, *members)
                 await cleanup.execute()
 
     async def write_timers(self, states: Sequence[RequestState]) -> None:
@@ -415,7 +422,7 @@ class CacheGuard:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         keys: Keys,
         kafka: KafkaSettings,
         presence_of: PresenceOf,

@@ -1,7 +1,8 @@
 """Redis adapters: the geo-sharded worker index with its holds, and the request store.
 
-Every multi-key step is a pipeline of single-slot commands; every atomic step (a Lua script,
-a ``SET NX``) touches one key. The same code therefore runs on one Redis or a cluster.
+Every multi-key step is a batch of single-slot commands, one pipeline per node
+(``infra.redis_nodes``); every atomic step (a Lua script, a ``SET NX``) touches one slot. The
+same code therefore runs on one Redis or a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -9,10 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from dispatch.geo import cell_of, cells_within
 from dispatch.model import TERMINAL, Candidate, RequestState, SearchSpec
@@ -24,13 +21,18 @@ from infra.keys import (
     Keys,
 )
 from infra.ports import Neglected, Presence, Saved, Stored, WorkerRecord, Write
+from infra.redis_nodes import AnyRedis, Batch, StoreUnavailable, nodes_of
+from infra.redis_nodes import transient as _transient
 from infra.state_codec import load_state, pack_events, snapshot, unpack_outbox
 
 # Hold and record share a slot (see infra.keys): taking the hold and reading the record the
 # worker must leave the index by is one command. Returns the record ('' if none), or nil when
 # someone else holds the worker.
+# Taking a hold this request already has counts as taken (a batch retried after a failure
+# half-way, on a Redis that had applied the first try).
 _HOLD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+  or redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('HGET', KEYS[2], ARGV[3]) or ''
 end
 return false
@@ -88,36 +90,7 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return ids
 """
 TIMER_LEASE_MS = 5_000
-# One deadline per round trip rather than redis-py's per-reply socket timeout, which wraps each
-# of a pipeline's replies in a timer of its own and cost about 40 % of a command's client time.
-ROUND_TRIP_TIMEOUT_S = 5.0
 SEARCH_CHUNK = 64  # requests per search pipeline; a batch's chunks are in flight together
-
-
-# Replies that say Redis cannot serve now, not that a command is wrong: the batch is retried
-# whole, never blamed on one request.
-_BUSY_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY")
-
-
-class StoreUnavailable(RedisConnectionError):
-    """Redis answered that it cannot serve now (out of memory, read-only, loading...)."""
-
-
-def _transient(error: Exception) -> bool:
-    return isinstance(error, ResponseError) and str(error).startswith(_BUSY_REPLIES)
-
-
-async def _run(pipe: Any, *, raise_on_error: bool = True) -> list[Any]:
-    """Execute a pipeline within one deadline for the whole round trip. Without
-    ``raise_on_error`` a command's error is its reply, and the other commands' replies stand."""
-    try:
-        async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
-            result: list[Any] = await pipe.execute(raise_on_error=raise_on_error)
-            return result
-    except ResponseError as e:
-        if _transient(e):
-            raise StoreUnavailable(str(e)) from e
-        raise
 
 
 def pack_record(rec: WorkerRecord) -> str:
@@ -145,37 +118,40 @@ def fold_presence(old: WorkerRecord | None, change: Presence) -> WorkerRecord | 
 class RedisWorkerIndex:
     """The worker index on Redis GEO sets sharded by map cell and skill."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys) -> None:
         self.redis = redis
+        self.nodes = nodes_of(redis)
         self.keys = keys
         self._hold = redis.register_script(_HOLD)
         self._release = redis.register_script(_RELEASE)
         self._assign = redis.register_script(_ASSIGN)
 
     async def _records(self, worker_ids: Sequence[str]) -> list[WorkerRecord | None]:
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for wid in worker_ids:
-            pipe.hget(self.keys.bucket(wid), wid)
-        raw = await _run(pipe)
+            key = self.keys.bucket(wid)
+            batch.on(key).hget(key, wid)
+        raw = await batch.execute()
         return [unpack_record(wid, r) for wid, r in zip(worker_ids, raw, strict=True)]
 
     async def apply(self, changes: Sequence[Presence]) -> None:
         ids = list(dict.fromkeys(c.worker_id for c in changes))
-        pipe = self.redis.pipeline(transaction=False)
+        reads = await self.nodes.batch()
         for wid in ids:
-            pipe.hget(self.keys.bucket(wid), wid)
-            pipe.get(self.keys.hold(wid))
-        raw = await _run(pipe)
+            bucket, hold = self.keys.bucket(wid), self.keys.hold(wid)
+            reads.on(bucket).hget(bucket, wid)
+            reads.on(hold).get(hold)
+        raw = await reads.execute()
         records = {w: unpack_record(w, raw[2 * i]) for i, w in enumerate(ids)}
         holds: dict[str, str | None] = {w: raw[2 * i + 1] for i, w in enumerate(ids)}
-        writes = self.redis.pipeline(transaction=False)
+        writes = await self.nodes.batch()
         for change in changes:
             self._write_change(writes, records, holds, change)
-        await _run(writes)
+        await writes.execute(replicated=True)
 
     def _write_change(
         self,
-        pipe: Any,
+        batch: Batch,
         records: dict[str, WorkerRecord | None],
         holds: dict[str, str | None],
         change: Presence,
@@ -192,16 +168,19 @@ class RedisWorkerIndex:
         # stale index entry that a later claim skips, never a double booking.
         if old is not None and (not new.online or hold is not None or _moved_shard(old, new)):
             for skill in old.skills:
-                pipe.zrem(self.keys.geo(cell_of(old.lon, old.lat), skill), wid)
+                key = self.keys.geo(cell_of(old.lon, old.lat), skill)
+                batch.on(key).zrem(key, wid)
         if new.online and hold is None:
-            self._add(pipe, new)
-        pipe.hset(self.keys.bucket(wid), wid, pack_record(new))
+            self._add(batch, new)
+        bucket = self.keys.bucket(wid)
+        batch.on(bucket).hset(bucket, wid, pack_record(new))
         records[wid] = new
 
-    def _add(self, pipe: Any, rec: WorkerRecord) -> None:
+    def _add(self, batch: Batch, rec: WorkerRecord) -> None:
         cell = cell_of(rec.lon, rec.lat)
         for skill in rec.skills:
-            pipe.geoadd(self.keys.geo(cell, skill), (rec.lon, rec.lat, rec.worker_id))
+            key = self.keys.geo(cell, skill)
+            batch.on(key).geoadd(key, (rec.lon, rec.lat, rec.worker_id))
 
     async def search(self, specs: Sequence[SearchSpec]) -> list[list[Candidate]]:
         # Several pipelines in flight at once: Redis runs one chunk's searches while the client
@@ -211,13 +190,14 @@ class RedisWorkerIndex:
         return [candidates for part in found for candidates in part]
 
     async def _search_chunk(self, specs: Sequence[SearchSpec]) -> list[list[Candidate]]:
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         spans = []
         for spec in specs:
             cells = cells_within(spec.lon, spec.lat, spec.radius_km)
             for cell in cells:
-                pipe.geosearch(
-                    self.keys.geo(cell, spec.skill),
+                key = self.keys.geo(cell, spec.skill)
+                batch.on(key).geosearch(
+                    key,
                     longitude=spec.lon,
                     latitude=spec.lat,
                     radius=spec.radius_km,
@@ -227,43 +207,43 @@ class RedisWorkerIndex:
                     withdist=True,
                 )
             spans.append(len(cells))
-        raw = await _run(pipe)
+        raw = await batch.execute()
         return list(_merge(specs, spans, raw))
 
     async def hold(self, claims: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for wid, rid in claims:
             keys = [self.keys.hold(wid), self.keys.bucket(wid)]
-            await self._hold(keys=keys, args=[rid, ttl_ms, wid], client=pipe)
-        raw = await _run(pipe)
+            batch.script(self._hold, keys, [rid, ttl_ms, wid])
+        # Replicated before any offer names the worker: a failover cannot lose the hold.
+        raw = await batch.execute(replicated=True)
         gone: dict[str, list[str]] = {}
         for (wid, _), rec in zip(claims, raw, strict=True):
             if rec:  # held, with a record: out of every shard the worker is in, not just one
                 self._group(gone, unpack_record(wid, rec), lambda r: [r.worker_id])
         if gone:
-            cleanup = self.redis.pipeline(transaction=False)
+            cleanup = await self.nodes.batch()
             for key, members in gone.items():  # one ZREM per shard, not per worker
-                cleanup.zrem(key, *members)
-            await _run(cleanup)
+                cleanup.on(key).zrem(key, *members)
+            await cleanup.execute()
         return [r is not None for r in raw]
 
     async def release(self, pairs: Sequence[tuple[str, str]]) -> None:
         if not pairs:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for wid, rid in pairs:
-            keys = [self.keys.hold(wid), self.keys.bucket(wid)]
-            await self._release(keys=keys, args=[rid, wid], client=pipe)
+            batch.script(self._release, [self.keys.hold(wid), self.keys.bucket(wid)], [rid, wid])
         back: dict[str, list[Any]] = {}
-        for (wid, _), rec in zip(pairs, await _run(pipe), strict=True):
+        for (wid, _), rec in zip(pairs, await batch.execute(), strict=True):
             record = unpack_record(wid, rec) if rec else None
             if record is not None and record.online:
                 self._group(back, record, lambda r: [r.lon, r.lat, r.worker_id])
         if back:
-            pipe = self.redis.pipeline(transaction=False)
+            adds = await self.nodes.batch()
             for key, values in back.items():  # one GEOADD per shard, not per worker
-                pipe.geoadd(key, values)
-            await _run(pipe)
+                adds.on(key).geoadd(key, values)
+            await adds.execute()
 
     def _group(
         self,
@@ -281,11 +261,11 @@ class RedisWorkerIndex:
     async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         if not pairs:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for wid, rid in pairs:
             args: list[str | int] = [rid, ASSIGNED_PREFIX + rid, ASSIGNMENT_TTL_MS]
-            await self._assign(keys=[self.keys.hold(wid)], args=args, client=pipe)
-        return [bool(r) for r in await _run(pipe)]
+            batch.script(self._assign, [self.keys.hold(wid)], args)
+        return [bool(r) for r in await batch.execute(replicated=True)]
 
     async def unassign(self, pairs: Sequence[tuple[str, str]]) -> None:
         await self.release([(w, ASSIGNED_PREFIX + r) for w, r in pairs])
@@ -323,8 +303,9 @@ def _merge(
 class RedisRequestStore:
     """Request states as versioned hashes with their outboxes, timers in one sorted set."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: AnyRedis, keys: Keys) -> None:
         self.redis = redis
+        self.nodes = nodes_of(redis)
         self.keys = keys
         self._save = redis.register_script(_SAVE)
         self._clear = redis.register_script(_CLEAR)
@@ -332,10 +313,11 @@ class RedisRequestStore:
         self._pop_due = redis.register_script(_POP_DUE)
 
     async def load(self, request_ids: Sequence[str]) -> dict[str, Stored]:
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for rid in request_ids:
-            pipe.hmget(self.keys.request(rid), "v", "s", "o")
-        raw = await _run(pipe)
+            key = self.keys.request(rid)
+            batch.on(key).hmget(key, "v", "s", "o")
+        raw = await batch.execute()
         return {
             rid: _stored(rid, v, s, o)
             for rid, (v, s, o) in zip(request_ids, raw, strict=True)
@@ -345,22 +327,23 @@ class RedisRequestStore:
     async def save(self, writes: Sequence[Write]) -> list[Saved]:
         if not writes:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for w in writes:
             key = self.keys.request(w.state.job.request_id)
             ttl = state_ttl_ms(w.state)
             args: list[str | int] = [w.version, w.encoded, ttl, w.at_ms, pack_events(w.events)]
-            await self._save(keys=[key], args=args, client=pipe)
-        # Each write stands alone: a value Redis refuses fails that write only.
-        return [_saved(r) for r in await _run(pipe, raise_on_error=False)]
+            batch.script(self._save, [key], args)
+        # Each write stands alone: a value Redis refuses fails that write only. Replicated
+        # before the outbox is published, so a failover cannot take back an announced decision.
+        return [_saved(r) for r in await batch.execute(raise_on_error=False, replicated=True)]
 
     async def clear(self, published: Sequence[tuple[str, int]]) -> None:
         if not published:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for rid, version in published:
-            await self._clear(keys=[self.keys.request(rid)], args=[version], client=pipe)
-        await _run(pipe)
+            batch.script(self._clear, [self.keys.request(rid)], [version])
+        await batch.execute()
 
     async def schedule(self, due: Sequence[tuple[str, int | None]]) -> None:
         if not due:
@@ -375,21 +358,21 @@ class RedisRequestStore:
             else:
                 adds[rid] = at_ms
                 drops.discard(rid)
-        pipe = self.redis.pipeline(transaction=False)
+        batch, key = await self.nodes.batch(), self.keys.timers()
         if drops:
-            pipe.zrem(self.keys.timers(), *drops)
+            batch.on(key).zrem(key, *drops)
         if adds:
-            pipe.zadd(self.keys.timers(), adds)
-        await _run(pipe)
+            batch.on(key).zadd(key, adds)
+        await batch.execute()
 
     async def wake(self, due: Sequence[tuple[str, int]]) -> None:
         if due:
             await self.redis.zadd(self.keys.timers(), dict(due), nx=True)
 
     async def pop_due(self, now_ms: int, limit: int) -> list[str]:
-        args = [now_ms, limit, now_ms + TIMER_LEASE_MS]
-        async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
-            ids: list[str] = await self._pop_due(keys=[self.keys.timers()], args=args)
+        batch = await self.nodes.batch()
+        batch.script(self._pop_due, [self.keys.timers()], [now_ms, limit, now_ms + TIMER_LEASE_MS])
+        ids: list[str] = (await batch.execute())[0]
         return ids
 
     async def neglected(self, now_ms: int, stale_ms: int) -> list[Neglected]:
@@ -424,12 +407,12 @@ class RedisRequestStore:
         pending outbox was written (None: none pending)."""
         if not keys:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
+        batch = await self.nodes.batch()
         for key in keys:
-            await self._audit(keys=[key], client=pipe)
+            batch.script(self._audit, [key], [])
         return {
             self.keys.request_id(key): (found[0] in _OVER, int(found[1]) if found[1] else None)
-            for key, found in zip(keys, await _run(pipe), strict=True)
+            for key, found in zip(keys, await batch.execute(), strict=True)
             if found
         }
 

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka: KafkaSettings = KafkaSettings()
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # True: ``redis_url`` names a seed node of a Redis Cluster (``gig-stack up --redis-cluster``
+    # starts one on six ports from ``redis_cluster_port`` and writes both to .stack/env).
+    redis_cluster: bool = False
+    redis_cluster_port: int = Field(7001, ge=1, le=55535)
     key_prefix: str = "gig"
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/gig"
     policy: PolicySettings = PolicySettings()

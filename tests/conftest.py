@@ -23,6 +23,7 @@ from infra import pg
 from infra.broker import KafkaCluster, private_cluster
 from infra.kafka import ensure_topics
 from infra.keys import Keys
+from infra.redis_cluster import Cluster, free_base
 from infra.settings import KafkaSettings, MetricsSettings, Settings
 from schemas.topics import ALL_TOPICS
 
@@ -48,6 +49,18 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
     """An Apache Kafka node of the test session's own, on free loopback ports."""
     with private_cluster(tmp_path_factory.mktemp("kafka")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A Redis Cluster of the test session's own (three primaries, three replicas) on free
+    loopback ports."""
+    cluster = Cluster(free_base(), tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

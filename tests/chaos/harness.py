@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from redis.asyncio import Redis
 
 from infra import audit, pg, stack
 from infra.broker import KafkaCluster, private_cluster
+from infra.clients import redis_session
 from infra.clock import now_ms
 from infra.kafka import ensure_topics, make_consumer, make_producer
 from infra.keys import Keys
 from infra.markets import Market, load_markets
 from infra.publish import Outgoing, Publisher
+from infra.redis_cluster import Cluster, free_base
 from infra.redis_index import RedisWorkerIndex
 from infra.settings import KafkaSettings, PolicySettings, Settings
 from producers.population import near
@@ -238,7 +239,7 @@ class Scene:
     size: Size
     root: Path
     cluster: KafkaCluster
-    redis: OwnRedis
+    redis: OwnRedis | Cluster
     settings: Settings
     env: dict[str, str]
     presence: Service
@@ -282,6 +283,7 @@ def service_env(s: Settings, stack_dir: Path) -> dict[str, str]:
         "GIG_STACK_DIR": str(stack_dir),  # no .stack/env of a running stack leaks in
         "GIG_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
         "GIG_REDIS_URL": s.redis_url,
+        "GIG_REDIS_CLUSTER": str(s.redis_cluster).lower(),
         "GIG_PG_DSN": s.pg_dsn,
         "GIG_KEY_PREFIX": s.key_prefix,
         "GIG_DISPATCHER_GROUP": s.dispatcher_group,
@@ -301,23 +303,32 @@ def pick_markets(count: int = MARKETS) -> list[Market]:
 
 
 @contextlib.contextmanager
-def infrastructure(root: Path, brokers: int) -> Iterator[tuple[KafkaCluster, OwnRedis]]:
-    """The scene's Kafka (``brokers`` nodes) and Redis, stopped on exit."""
+def infrastructure(
+    root: Path, brokers: int, redis_cluster: bool
+) -> Iterator[tuple[KafkaCluster, OwnRedis | Cluster]]:
+    """The scene's Kafka (``brokers`` nodes) and Redis (one, or a cluster), stopped on exit."""
     with private_cluster(root / "kafka", brokers) as cluster:
-        redis = OwnRedis(stack.free_port(), root / "redis")
-        redis.start()
+        redis: OwnRedis | Cluster
+        if redis_cluster:
+            redis = Cluster(free_base(), root / "redis-cluster")
+        else:
+            redis = OwnRedis(stack.free_port(), root / "redis")
         try:
+            redis.start()
             yield cluster, redis
         finally:
             redis.stop()
 
 
 @contextlib.asynccontextmanager
-async def open_scene(root: Path, size: Size, brokers: int = 1) -> AsyncIterator[Scene]:
+async def open_scene(
+    root: Path, size: Size, brokers: int = 1, redis_cluster: bool = False
+) -> AsyncIterator[Scene]:
     """Everything up and ready: topics, registry, services joined, workers indexed."""
     tag = uuid.uuid4().hex[:8]
-    with infrastructure(root, brokers) as (cluster, redis):
+    with infrastructure(root, brokers, redis_cluster) as (cluster, redis):
         settings = scene_settings(cluster.bootstrap, redis.url, brokers, tag)
+        settings = settings.model_copy(update={"redis_cluster": redis_cluster})
         await ensure_topics(settings.kafka_slice())
         await pg.prepare(TEST_DSN)
         env = service_env(settings, root / "stack")
@@ -418,16 +429,14 @@ async def check_in(scene: Scene) -> None:
     assert scene.publisher is not None
     tag = scene.settings.key_prefix[-6:]
     await scene.publisher.publish(worker_check_ins(scene.size, scene.markets, tag))
-    redis = Redis.from_url(scene.redis.url, decode_responses=True)
-    index = RedisWorkerIndex(redis, Keys(scene.settings.key_prefix, scene.settings.worker_buckets))
+    async with redis_session(scene.settings) as redis:
+        keys = Keys(scene.settings.key_prefix, scene.settings.worker_buckets)
+        index = RedisWorkerIndex(redis, keys)
 
-    async def indexed() -> bool:
-        return await index.available() >= scene.size.workers
+        async def indexed() -> bool:
+            return await index.available() >= scene.size.workers
 
-    try:
         await wait_for(indexed, READY_TIMEOUT_S, "the workers in the index")
-    finally:
-        await redis.aclose()
 
 
 def hire(rng: random.Random, markets: Sequence[Market], rid: str, deadline_s: float) -> Outgoing:
@@ -563,18 +572,15 @@ async def audit_scene(scene: Scene) -> tuple[audit.Log, audit.Report]:
     time is up). Scenarios ask for ``report.open == 0`` too, so an unended request never
     passes."""
     s = scene.settings
-    redis = Redis.from_url(s.redis_url, decode_responses=True)
     keys = Keys(s.key_prefix, s.worker_buckets)
     markets = set(await pg.market_places(TEST_DSN))
-    try:
+    async with redis_session(s) as redis:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         store = await audit.read_store(redis, keys)
         while any(x.pending for x in store.values()) and time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             store = await audit.read_store(redis, keys)
         log = await audit.read_log(s.kafka_bootstrap)
-    finally:
-        await redis.aclose()
     report = audit.audit(
         log, store, now_ms=now_ms(), markets=markets, acknowledged=scene.acknowledged
     )

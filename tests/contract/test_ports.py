@@ -1,17 +1,22 @@
-"""One contract suite, run against the in-memory twins and the real Redis adapters."""
+"""One contract suite, run against the in-memory twins and the real Redis adapters, on one
+Redis and on a Redis Cluster of three primaries and three replicas."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from dispatch.model import Job, RequestState, RequestStatus, SearchSpec
+from infra.clients import redis_session
 from infra.keys import ASSIGNED_PREFIX, Keys
 from infra.memory import MemoryRequestStore, MemoryWorkerIndex
 from infra.ports import Envelope, Presence, RequestStore, Stored, WorkerIndex, Write
+from infra.redis_cluster import Cluster
 from infra.redis_index import TIMER_LEASE_MS, RedisRequestStore, RedisWorkerIndex
+from infra.redis_nodes import AnyRedis
+from infra.settings import Settings
 from infra.state_codec import dump_state, snapshot
 from schemas.topics import OFFERS
 from tests.conftest import TEST_REDIS
@@ -21,24 +26,37 @@ pytestmark = pytest.mark.contract
 LON, LAT = 112.94, 28.23  # Changsha
 
 
-@pytest.fixture(params=["memory", "redis"])
+KINDS = ["memory", "redis", "redis-cluster"]
+
+
+@contextlib.asynccontextmanager
+async def client(kind: str, request: pytest.FixtureRequest) -> AsyncIterator[AnyRedis]:
+    """One Redis, or the session's Redis Cluster (started only when a test asks for it)."""
+    if kind == "redis":
+        settings = Settings(redis_url=TEST_REDIS, _env_file=None)
+    else:
+        cluster: Cluster = request.getfixturevalue("redis_cluster")
+        settings = Settings(redis_url=cluster.url, redis_cluster=True, _env_file=None)
+    async with redis_session(settings) as redis:
+        yield redis
+
+
+@pytest.fixture(params=KINDS)
 async def index(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[WorkerIndex]:
     if request.param == "memory":
         yield MemoryWorkerIndex()
         return
-    redis = Redis.from_url(TEST_REDIS, decode_responses=True)
-    yield RedisWorkerIndex(redis, Keys(redis_prefix, 64))
-    await redis.aclose()
+    async with client(request.param, request) as redis:
+        yield RedisWorkerIndex(redis, Keys(redis_prefix, 64))
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=KINDS)
 async def store(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[RequestStore]:
     if request.param == "memory":
         yield MemoryRequestStore()
         return
-    redis = Redis.from_url(TEST_REDIS, decode_responses=True)
-    yield RedisRequestStore(redis, Keys(redis_prefix))
-    await redis.aclose()
+    async with client(request.param, request) as redis:
+        yield RedisRequestStore(redis, Keys(redis_prefix))
 
 
 def spec(skill: str = "mover", radius: float = 5.0, count: int = 10) -> SearchSpec:
