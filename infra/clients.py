@@ -19,7 +19,7 @@ from infra.joining import close, join_group, start_producer
 from infra.kafka import make_consumer, make_producer
 from infra.keys import Keys
 from infra.publish import Publisher
-from infra.redis_nodes import AnyRedis, ClusterNodes, nodes_of
+from infra.redis_nodes import AnyRedis, ClusterNodes, PackedConnection, nodes_of
 from infra.settings import PolicySettings, Settings
 
 
@@ -37,10 +37,18 @@ def policy_from(p: PolicySettings) -> Policy:
 def redis_client(settings: Settings) -> Redis:
     """A client of the one Redis ``redis_url`` names."""
     if settings.redis_cluster:
-        raise ValueError("this part runs on one Redis, not on a Redis Cluster")
+        raise ValueError(
+            "the gateway's live views need one Redis; on a Redis Cluster stack "
+            "(GIG_REDIS_CLUSTER=true) only the dispatcher and presence run"
+        )
     # No per-reply socket timeout: the adapters bound each round trip instead (see
     # infra.redis_nodes.ROUND_TRIP_TIMEOUT_S), which is much cheaper per command.
-    return Redis.from_url(settings.redis_url, max_connections=64, **_REDIS_OPTIONS)
+    return Redis.from_url(
+        settings.redis_url,
+        max_connections=64,
+        connection_class=PackedConnection,
+        **_REDIS_OPTIONS,
+    )
 
 
 _REDIS_OPTIONS: dict[str, Any] = {

@@ -33,7 +33,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+import hiredis
+from redis.asyncio import Connection, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
@@ -62,6 +63,16 @@ WAIT_TIMEOUT_MS = 500
 # whole, never blamed on one request.
 BUSY_REPLIES = ("OOM", "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY")
 _MOVED = (MovedError, AskError, TryAgainError, ClusterDownError, NoScriptError)
+
+
+class PackedConnection(Connection):
+    """A connection that packs commands with hiredis's C packer: about 1 µs a command against
+    8 µs for redis-py's own (the same bytes), the largest client cost of a batch."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # 'CONFIG GET': words sent apart
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]
 
 
 class StoreUnavailable(RedisConnectionError):
@@ -172,7 +183,10 @@ class ClusterNodes(Nodes):
 def _node_options(cluster: RedisCluster) -> dict[str, Any]:
     kwargs = cluster.get_connection_kwargs()
     keep = ("decode_responses", "socket_connect_timeout", "socket_keepalive", "password")
-    return {k: kwargs[k] for k in keep if k in kwargs} | {"socket_timeout": None}
+    return {k: kwargs[k] for k in keep if k in kwargs} | {
+        "socket_timeout": None,
+        "connection_class": PackedConnection,
+    }
 
 
 _NODES: weakref.WeakKeyDictionary[Any, Nodes] = weakref.WeakKeyDictionary()

@@ -33,6 +33,8 @@ from infra import pg
 from infra.broker import CONSUMER_GROUPS, BrokerError, KafkaCluster, fetch, tool
 from infra.kafka import ensure_topics
 from infra.process import require, run_cli
+from infra.redis_cluster import Cluster as RedisCluster
+from infra.redis_cluster import ClusterError
 from infra.settings import STACK_DIR, Settings
 
 log = logging.getLogger("stack")
@@ -198,9 +200,12 @@ def kafka_cluster(settings: Settings, brokers: int, root: Path = STACK_DIR) -> K
     return KafkaCluster.plan(root / f"kafka-{brokers}", libs, brokers, port)
 
 
-def cluster_env(cluster: KafkaCluster) -> str:
-    """The ``.stack/env`` lines that point every later command at the cluster."""
+def cluster_env(cluster: KafkaCluster, redis_nodes: RedisCluster | None = None) -> str:
+    """The ``.stack/env`` lines that point every later command at the cluster (and at the
+    Redis Cluster, if one was started)."""
     lines = [f"GIG_KAFKA_BOOTSTRAP={cluster.bootstrap}"]
+    if redis_nodes is not None:
+        lines += [f"GIG_REDIS_URL={redis_nodes.url}", "GIG_REDIS_CLUSTER=true"]
     if cluster.replication > 1:
         lines += [
             f"GIG_KAFKA__REPLICATION={cluster.replication}",
@@ -215,7 +220,13 @@ async def prepare_services(settings: Settings) -> int:
     return await pg.prepare(settings.pg_dsn)
 
 
-def up(settings: Settings, brokers: int = 1, root: Path = STACK_DIR) -> str:
+def redis_nodes(settings: Settings, root: Path = STACK_DIR) -> RedisCluster:
+    return RedisCluster(settings.redis_cluster_port, root / "redis-cluster")
+
+
+def up(
+    settings: Settings, brokers: int = 1, root: Path = STACK_DIR, redis_cluster: bool = False
+) -> str:
     """Bring the stack up; return the Kafka bootstrap addresses."""
     root.mkdir(parents=True, exist_ok=True)
     state = _state(root)
@@ -224,7 +235,15 @@ def up(settings: Settings, brokers: int = 1, root: Path = STACK_DIR) -> str:
             f"a stack of {state['brokers']} broker(s) is up: run `gig-stack down` first"
         )
     started = set(state.get("started", []))
-    if ensure_redis(settings.redis_url, root):
+    nodes = redis_nodes(settings, root) if redis_cluster else None
+    if nodes is not None:
+        try:
+            if nodes.start():
+                started.add("redis-cluster")
+        except ClusterError as e:
+            raise StackError(str(e)) from None
+        settings = settings.model_copy(update={"redis_url": nodes.url, "redis_cluster": True})
+    elif ensure_redis(settings.redis_url, root):
         started.add("redis")
     if ensure_postgres(settings.pg_dsn):
         started.add("postgres")
@@ -234,7 +253,7 @@ def up(settings: Settings, brokers: int = 1, root: Path = STACK_DIR) -> str:
     except BrokerError as e:
         raise StackError(str(e)) from None
     _save_state(root, {"brokers": brokers, "started": sorted(started)})
-    (root / "env").write_text(cluster_env(cluster))
+    (root / "env").write_text(cluster_env(cluster, nodes))
     update = {
         "kafka_bootstrap": cluster.bootstrap,
         "kafka": settings.kafka.model_copy(
@@ -246,10 +265,11 @@ def up(settings: Settings, brokers: int = 1, root: Path = STACK_DIR) -> str:
     }
     markets = asyncio.run(prepare_services(settings.model_copy(update=update)))
     log.info(
-        "stack up: Kafka %s (%d broker(s)), Redis %s, PostgreSQL %s, %d markets",
+        "stack up: Kafka %s (%d broker(s)), Redis %s%s, PostgreSQL %s, %d markets",
         cluster.bootstrap,
         brokers,
         settings.redis_url,
+        " (a cluster of 3 primaries and 3 replicas)" if nodes is not None else "",
         settings.pg_dsn.rsplit("@", 1)[-1],
         markets,
     )
@@ -275,6 +295,8 @@ def down(settings: Settings, root: Path = STACK_DIR) -> None:
     started = state.get("started", [])
     if "redis" in started:
         stop_redis(host_port(settings.redis_url, 6379)[1])
+    if "redis-cluster" in started:
+        redis_nodes(settings, root).stop()
     if "postgres" in started:
         _pg_ctl(pg_version(), "stop")
     (root / "stack.json").unlink(missing_ok=True)
@@ -307,6 +329,9 @@ def status(settings: Settings, with_groups: bool = True) -> str:
     ):
         host, port = host_port(url, default)
         lines.append(f"{name:<9} {f'{host}:{port}':<24} {_up(answers(host, port))}")
+    if settings.redis_cluster:
+        roles = redis_nodes(settings).roles()
+        lines += [f"redis     127.0.0.1:{p:<14} {role}" for p, role in sorted(roles.items())]
     if with_groups and kafka_up:
         lines += group_lines(settings)
     return "\n".join(lines)
@@ -399,6 +424,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--brokers", type=int, choices=[1, 3], default=1,
         help="Kafka nodes: 1 (default), or 3 with replication 3 and min.insync.replicas 2",
     )  # fmt: skip
+    parser.add_argument(
+        "--redis-cluster", action="store_true",
+        help="with up: a Redis Cluster of three primaries and three replicas on six ports "
+        "from GIG_REDIS_CLUSTER_PORT (7001) instead of one Redis; later commands use it",
+    )  # fmt: skip
     parser.add_argument("--group", help="with groups: only this consumer group")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -407,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "up":
-        print(up(settings, args.brokers))
+        print(up(settings, args.brokers, redis_cluster=args.redis_cluster))
     elif args.command == "services":
         ensure_redis(settings.redis_url)
         ensure_postgres(settings.pg_dsn)
