@@ -20,8 +20,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import math
+import multiprocessing
+import queue
 import shutil
 import statistics
 import subprocess
@@ -33,13 +37,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.population import Province, check_ins, chunked
+from bench.population import Province, check_ins, chunked, jobs
 from consumers.dispatching import Dispatcher
 from dispatch import core
 from dispatch.geo import cell_of
 from dispatch.model import Job, NewJob, Policy
+from infra.clients import close_store, policy_from, store_client
 from infra.keys import Keys
 from infra.ports import WorkerIndex
+from infra.redis_index import RedisRequestStore, RedisWorkerIndex
+from infra.settings import Settings
 from schemas import events as ev
 
 NAIVE_COUNT = 1000
@@ -49,26 +56,39 @@ CEILING_PIPELINE = 16
 
 @dataclass(frozen=True, slots=True)
 class ProjectRound:
+    """One round of full decisions. ``filled``: requests whose first wave holds as many workers
+    as it wants (``ceil(headcount * over_offer)``); ``batch_ms``: how long each batch's
+    ``handle`` took, which is the latency of every decision in it (its offers go out when the
+    batch ends)."""
+
     decisions_per_s: float
     offers: int
     requests_offered: int
     held: list[tuple[str, str]]
+    filled: int = 0
+    batch_ms: tuple[float, ...] = ()
 
 
 async def project_round(dispatcher: Dispatcher, jobs: Sequence[Job], batch: int) -> ProjectRound:
     """Decide every job through the dispatcher, ``batch`` inputs at a time."""
     now = jobs[0].requested_at_ms
     held: list[tuple[str, str]] = []
+    batch_ms: list[float] = []
     started = time.perf_counter()
     for part in chunked(jobs, batch):
+        t0 = time.perf_counter()
         out = await dispatcher.handle([NewJob(j) for j in part], now)
+        batch_ms.append((time.perf_counter() - t0) * 1000)
         held += [
             (o.message.worker_id, o.message.request_id)
             for o in out
             if isinstance(o.message, ev.OfferMade)
         ]
     rate = len(jobs) / (time.perf_counter() - started)
-    return ProjectRound(rate, len(held), len({rid for _, rid in held}), held)
+    per_request = Counter(rid for _, rid in held)
+    over = dispatcher.policy.over_offer
+    filled = sum(1 for j in jobs if per_request[j.request_id] >= math.ceil(j.headcount * over))
+    return ProjectRound(rate, len(held), len(per_request), held, filled, tuple(batch_ms))
 
 
 async def match_round(index: WorkerIndex, policy: Policy, jobs: Sequence[Job], batch: int) -> float:
@@ -171,3 +191,134 @@ def redis_benchmark(host: str, port: int, requests: int, command: Sequence[str])
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+# --- the full decision in processes (scaling) -------------------------------------------------
+
+BARRIER_TIMEOUT_S = 300.0
+CHILD_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingSpec:
+    """``processes`` dispatchers, each in a process of its own, deciding requests of their own
+    on one worker index (``prefix``) in the same Redis or Redis Cluster, a round at a time."""
+
+    redis_url: str
+    cluster: bool
+    prefix: str
+    buckets: int
+    processes: int
+    requests: int  # per process and round
+    batch: int
+    rounds: int
+
+
+# (started, ended) wall-clock seconds, decisions, each batch's milliseconds: one process, one round
+Timed = tuple[float, float, int, tuple[float, ...]]
+
+
+async def in_processes(spec: ScalingSpec) -> dict[str, Any]:
+    """Run the spec's rounds in its processes, started together on a barrier; the rate of a
+    round is every process's decisions over the time from the first start to the last end."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(spec.processes), ctx.Queue()
+    procs = [
+        ctx.Process(target=_decide_child, args=(spec, slot, barrier, results), daemon=True)
+        for slot in range(spec.processes)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        got = await _collect(procs, results, spec.processes)
+    finally:
+        for proc in procs:
+            _stop(proc)
+    return scaling_summary(spec, got)
+
+
+async def _collect(procs: list[Any], results: Any, count: int) -> dict[int, list[Timed]]:
+    got: dict[int, list[Timed]] = {}
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    while len(got) < count:
+        try:
+            slot, value = results.get_nowait()
+        except queue.Empty:
+            gone = all(not p.is_alive() for p in procs)
+            if gone or time.monotonic() > deadline:
+                raise RuntimeError("a scaling process ended without results") from None
+            await asyncio.sleep(0.1)
+            continue
+        if isinstance(value, str):
+            raise RuntimeError(f"dispatcher process {slot} of the scaling run failed: {value}")
+        got[slot] = value
+    return got
+
+
+def _stop(proc: Any) -> None:
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(15)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
+
+
+def _decide_child(spec: ScalingSpec, slot: int, barrier: Any, results: Any) -> None:
+    """Child process: the rounds of one dispatcher; its timings (or its error) on ``results``."""
+    try:
+        results.put((slot, asyncio.run(_decide_rounds(spec, slot, barrier))))
+    except BaseException as e:  # reported to the parent, which fails the run
+        barrier.abort()
+        results.put((slot, f"{type(e).__name__}: {e}"))
+
+
+async def _decide_rounds(spec: ScalingSpec, slot: int, barrier: Any) -> list[Timed]:
+    settings = Settings(redis_url=spec.redis_url, redis_cluster=spec.cluster, _env_file=None)
+    redis = store_client(settings)
+    tag = f"x{spec.processes}-{slot}"
+    try:
+        index = RedisWorkerIndex(redis, Keys(spec.prefix, spec.buckets))
+        store = RedisRequestStore(redis, Keys(f"{spec.prefix}:{tag}", spec.buckets))
+        dispatcher = Dispatcher(index, store, policy_from(settings.policy))
+        province, now = Province.load(), int(time.time() * 1000)
+        warm = await project_round(dispatcher, jobs(province, 100, f"{tag}w", now, 500 + slot), 100)
+        await index.release(warm.held)
+        out: list[Timed] = []
+        for r in range(spec.rounds):
+            asked = jobs(province, spec.requests, f"{tag}r{r}", now, 600 + 10 * slot + r)
+            barrier.wait(BARRIER_TIMEOUT_S)
+            started = time.time()
+            got = await project_round(dispatcher, asked, spec.batch)
+            out.append((started, time.time(), len(asked), got.batch_ms))
+            barrier.wait(BARRIER_TIMEOUT_S)  # every process done before any releases its holds
+            await index.release(got.held)
+        return out
+    finally:
+        await close_store(redis)
+
+
+def scaling_summary(spec: ScalingSpec, got: dict[int, list[Timed]]) -> dict[str, Any]:
+    rates = []
+    for r in range(spec.rounds):
+        runs = [timed[r] for timed in got.values()]
+        span = max(end for _, end, _, _ in runs) - min(start for start, _, _, _ in runs)
+        rates.append(sum(n for _, _, n, _ in runs) / span)
+    batch_ms = [ms for timed in got.values() for *_, each in timed for ms in each]
+    return {
+        "processes": spec.processes,
+        "decisions_per_s": round(median(rates), 1),
+        "p50_ms": round(percentile(batch_ms, 0.50), 1),
+        "p99_ms": round(percentile(batch_ms, 0.99), 1),
+        "batches": len(batch_ms),
+        "requests_per_process": spec.requests,
+        "rounds": [round(r, 1) for r in rates],
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..1); 0 when empty."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

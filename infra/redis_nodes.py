@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
-from redis.asyncio import Connection, Redis, RedisCluster
+from redis.asyncio import Connection, ConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
@@ -169,9 +169,10 @@ class ClusterNodes(Nodes):
             raise StoreUnavailable(f"no Redis Cluster node serves {key!r} now")
         client = self.clients.get(node.name)
         if client is None:
-            client = self.clients[node.name] = Redis(
+            pool = ConnectionPool(
                 host=node.host, port=int(node.port), **_node_options(self.cluster)
             )
+            client = self.clients[node.name] = Redis.from_pool(pool)  # closes the pool with it
         return node.name, client
 
     async def aclose(self) -> None:
