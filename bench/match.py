@@ -16,6 +16,11 @@
   which flatters the baseline.
 - **ceiling**: ``redis-benchmark`` sending the same ``GEOSEARCH`` the dispatcher sends, to a
   typical shard of the same layout (the shard a median request searches first).
+
+``project_round`` also counts the requests offered and filled (within the first radius, and
+at any radius the decision widened to) and times each batch, for the comparison with the
+PostGIS peer on the same requests. ``in_processes`` runs full decisions in several processes
+at once on one index, for the scaling figures.
 """
 
 from __future__ import annotations
@@ -56,39 +61,51 @@ CEILING_PIPELINE = 16
 
 @dataclass(frozen=True, slots=True)
 class ProjectRound:
-    """One round of full decisions. ``filled``: requests whose first wave holds as many workers
-    as it wants (``ceil(headcount * over_offer)``); ``batch_ms``: how long each batch's
-    ``handle`` took, which is the latency of every decision in it (its offers go out when the
-    batch ends)."""
+    """One round of full decisions.
+
+    A decision widens its search at once when the first radius holds too few free workers, so
+    ``requests_offered`` and ``filled`` count offers at any radius, ``offered_near`` and
+    ``filled_near`` only those within the first radius (what the PostGIS peer decides). A
+    request is filled when it holds as many workers as its first wave wants
+    (``ceil(headcount * over_offer)``). ``batch_ms``: how long each batch's ``handle`` took,
+    the latency of every decision in it (its offers go out when the batch ends)."""
 
     decisions_per_s: float
     offers: int
     requests_offered: int
     held: list[tuple[str, str]]
     filled: int = 0
+    offered_near: int = 0
+    filled_near: int = 0
     batch_ms: tuple[float, ...] = ()
 
 
 async def project_round(dispatcher: Dispatcher, jobs: Sequence[Job], batch: int) -> ProjectRound:
     """Decide every job through the dispatcher, ``batch`` inputs at a time."""
     now = jobs[0].requested_at_ms
-    held: list[tuple[str, str]] = []
+    offers: list[ev.OfferMade] = []
     batch_ms: list[float] = []
     started = time.perf_counter()
     for part in chunked(jobs, batch):
         t0 = time.perf_counter()
         out = await dispatcher.handle([NewJob(j) for j in part], now)
         batch_ms.append((time.perf_counter() - t0) * 1000)
-        held += [
-            (o.message.worker_id, o.message.request_id)
-            for o in out
-            if isinstance(o.message, ev.OfferMade)
-        ]
+        offers += [o.message for o in out if isinstance(o.message, ev.OfferMade)]
     rate = len(jobs) / (time.perf_counter() - started)
-    per_request = Counter(rid for _, rid in held)
-    over = dispatcher.policy.over_offer
-    filled = sum(1 for j in jobs if per_request[j.request_id] >= math.ceil(j.headcount * over))
-    return ProjectRound(rate, len(held), len(per_request), held, filled, tuple(batch_ms))
+    held = [(o.worker_id, o.request_id) for o in offers]
+    anywhere = Counter(o.request_id for o in offers)
+    first = dispatcher.policy.radii_km[0]
+    near = Counter(o.request_id for o in offers if o.distance_km <= first)
+    return ProjectRound(
+        rate, len(held), len(anywhere), held, filled(jobs, anywhere, dispatcher.policy),
+        len(near), filled(jobs, near, dispatcher.policy), tuple(batch_ms),
+    )  # fmt: skip
+
+
+def filled(jobs: Sequence[Job], offers: Counter[str], policy: Policy) -> int:
+    """How many requests hold every worker their first wave wants."""
+    over = policy.over_offer
+    return sum(1 for j in jobs if offers[j.request_id] >= math.ceil(j.headcount * over))
 
 
 async def match_round(index: WorkerIndex, policy: Policy, jobs: Sequence[Job], batch: int) -> float:

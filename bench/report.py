@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = (
+    ("full decision ÷ PostGIS peer, same requests", ("full_decision_vs_postgis",), 3.0, "≥"),
     ("match: project ÷ naive", ("match", "project_vs_naive"), 20.0, "≥"),
     ("match: project ÷ Redis ceiling", ("match", "project_vs_ceiling"), 0.5, "≥"),
     ("e2e: max sustained requests/s", ("e2e", "max_sustained_requests_per_s"), 3000.0, "≥"),
@@ -14,6 +15,7 @@ TARGETS = (
     ("presence: events/s", ("presence", "events_per_s"), 50000.0, "≥"),
     ("memory: Redis bytes per worker", ("memory", "redis_bytes_per_worker"), 150.0, "≤"),
 )
+STORES = (("single Redis", ()), ("Redis Cluster", ("cluster",)))
 
 
 def dig(data: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -22,35 +24,133 @@ def dig(data: dict[str, Any], path: tuple[str, ...]) -> Any:
     return data if data != {} else None
 
 
-def target_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(what, measured, target, met) for every target."""
+def target_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(what, target, then measured and met for each store) for every target."""
     rows = []
     for label, path, bound, op in TARGETS:
-        value = dig(result, path)
-        if value is None:
-            rows.append((label, "—", f"{op} {bound:g}", "not measured"))
-            continue
-        met = value >= bound if op == "≥" else value <= bound
-        rows.append((label, f"{value:,.2f}", f"{op} {bound:g}", "yes" if met else "**no**"))
+        row = [label, f"{op} {bound:,g}"]
+        for _, where in STORES:
+            value = dig(result, (*where, *path))
+            if value is None:
+                row += ["—", "not measured"]
+                continue
+            met = value >= bound if op == "≥" else value <= bound
+            row += [f"{value:,.2f}", "yes" if met else "**no**"]
+        rows.append(tuple(row))
     return rows
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The run as markdown: targets at the largest size, then one row per size."""
+    sizes = result.get("sizes", [result])
     lines = [
         f"# Benchmark results ({result['run']['started']})",
         "",
         f"`{result['run']['command']}` on {result['run']['machine']}; "
         f"{result['run']['rounds']} rounds, medians. Largest size: {result['workers']:,} workers.",
         "",
-        "| target | measured | target | met |",
-        "|---|---:|---:|---|",
+        "| target | bound | single Redis | met | Redis Cluster | met |",
+        "|---|---:|---:|---|---:|---|",
     ]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(result)]
-    lines += ["", *size_table(result.get("sizes", [result]))]
+    lines += ["| " + " | ".join(row) + " |" for row in target_rows(result)]
+    lines += ["", "Single Redis:", "", *size_table(sizes)]
+    lines += cluster_table(sizes)
+    lines += same_requests_table(sizes)
+    lines += scaling_table(result.get("scaling"))
     lines += rebuild_table(result.get("rebuild", []))
     lines += baseline_table(result, result.get("baseline"))
     return "\n".join(lines) + "\n"
+
+
+def cluster_table(sizes: list[dict[str, Any]]) -> list[str]:
+    """The match step, full decision, presence and memory on the Redis Cluster, per size."""
+    rows = [s for s in sizes if "cluster" in s]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Redis Cluster, 3 primaries and 3 replicas (×naive and ×ceiling: against the single "
+        "Redis's naive baseline and ceiling at the same size):",
+        "",
+        "| workers | project dec/s | full dec/s | ×naive | ×ceiling | full ÷ PostGIS "
+        "| presence ev/s | bytes/worker |",
+        "|" + "---:|" * 8,
+    ]
+    for s in rows:
+        c, m = s["cluster"], s["cluster"]["match"]
+        lines.append(
+            f"| {s['workers']:,} | {m['project_decisions_per_s']:,.0f} "
+            f"| {m['project_full_decisions_per_s']:,.0f} | {m['project_vs_naive']:.1f} "
+            f"| {m['project_vs_ceiling']:.2f} | {_num(c.get('full_decision_vs_postgis'), 2)} "
+            f"| {c['presence']['events_per_s']:,.0f} "
+            f"| {c['memory']['redis_bytes_per_worker']:.0f} |"
+        )
+    return lines
+
+
+def same_requests_table(sizes: list[dict[str, Any]]) -> list[str]:
+    """The project's full decision and the PostGIS peer on the very same requests."""
+    rows = [s for s in sizes if "postgis" in s]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The same requests, the project's full decision and the PostGIS peer (a project "
+        "decision's latency is its batch's; offered and filled: within the first radius, "
+        "then at any radius the decision widened to):",
+        "",
+        "| workers | contender | decisions/s | p50 (ms) | p99 (ms) | offered | filled "
+        "| offered, any radius | filled, any radius |",
+        "|---:|---|" + "---:|" * 7,
+    ]
+    for s in rows:
+        for label, where in STORES:
+            same = dig(s, (*where, "same_requests"))
+            if same:
+                lines.append(_same_row(s["workers"], f"project, {label}, batch {same['batch']}",
+                                       same))  # fmt: skip
+        for n, peer in s["postgis"]["by_connections"].items():
+            lines.append(_same_row(s["workers"], f"PostGIS, {n} connections", peer))
+    return lines
+
+
+def _same_row(workers: int, label: str, r: dict[str, Any]) -> str:
+    near = r.get("offered_within_first_radius", r.get("offered"))
+    near_filled = r.get("filled_within_first_radius", r.get("filled"))
+    anywhere = (r["offered"], r["filled"]) if "offered_within_first_radius" in r else (None, None)
+    return (
+        f"| {workers:,} | {label} | {r['decisions_per_s']:,.0f} | {r['p50_ms']:.2f} "
+        f"| {r['p99_ms']:.2f} | {near:,} | {near_filled:,} | {_num(anywhere[0], 0)} "
+        f"| {_num(anywhere[1], 0)} |"
+    )
+
+
+def scaling_table(scaling: dict[str, Any] | None) -> list[str]:
+    """Full decisions against dispatcher processes and Redis nodes."""
+    if not scaling:
+        return []
+    lines = [
+        "",
+        f"Scaling at {scaling['workers']:,} workers: full decisions of "
+        f"{scaling['requests_per_process']:,} requests per process and round, in batches of "
+        f"{scaling['batch']}, every process started together; a decision's latency is its "
+        "batch's:",
+        "",
+        "| store | Redis nodes (primaries) | processes | decisions/s | p50 (ms) | p99 (ms) "
+        "| batches |",
+        "|---|" + "---:|" * 6,
+    ]
+    for r in scaling["runs"]:
+        lines.append(
+            f"| {r['store']} | {r['redis_nodes']} | {r['processes']} "
+            f"| {r['decisions_per_s']:,.0f} | {r['p50_ms']:,.0f} | {r['p99_ms']:,.0f} "
+            f"| {r['batches']} |"
+        )
+    return lines
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
 
 
 def rebuild_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -109,10 +209,10 @@ def size_table(sizes: list[dict[str, Any]]) -> list[str]:
     head = (
         "| workers | project dec/s | full dec/s | naive dec/s | ceiling GEOSEARCH/s "
         "| ×naive | ×ceiling "
-        "| e2e max req/s | p50/p99/p99.9 @100 (ms) | p50/p99/p99.9 @1000 (ms) "
+        "| full ÷ PostGIS | e2e max req/s | p50/p99/p99.9 @100 (ms) | p50/p99/p99.9 @1000 (ms) "
         "| presence ev/s | bytes/worker |"
     )
-    lines = [head, "|" + "---:|" * 12]
+    lines = [head, "|" + "---:|" * 13]
     for s in sizes:
         m, e = s["match"], s.get("e2e", {})
         lines.append(
@@ -120,7 +220,8 @@ def size_table(sizes: list[dict[str, Any]]) -> list[str]:
             f"| {m.get('project_full_decisions_per_s', 0):,.0f} "
             f"| {m['naive_decisions_per_s']:,.0f} | {m['redis_ceiling_per_s']:,.0f} "
             f"| {m['project_vs_naive']:.1f} | {m['project_vs_ceiling']:.2f} "
-            f"| {e.get('max_sustained_requests_per_s', 0):,.0f} "
+            f"| {_num(s.get('full_decision_vs_postgis'), 2)} "
+            f"| {_num(e.get('max_sustained_requests_per_s'), 0)} "
             f"| {_lat(e.get('latency_ms_at_100_rps'))} | {_lat(e.get('latency_ms_at_1000_rps'))} "
             f"| {s['presence']['events_per_s']:,.0f} "
             f"| {s['memory']['redis_bytes_per_worker']:.0f} |"

@@ -29,6 +29,7 @@ import contextlib
 import json
 import platform
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -46,6 +47,7 @@ from bench.population import Province, check_ins, chunked, jobs
 from bench.profile import Sampler, summarise
 from bench.redisutil import delete_prefix, index_workers, memory_usage, used_memory
 from consumers.dispatching import Dispatcher
+from dispatch.model import Job
 from infra.clients import close_store, policy_from, redis_client, store_client
 from infra.keys import Keys
 from infra.ports import Presence
@@ -240,12 +242,16 @@ async def load_and_measure(
 # --- the match step ---------------------------------------------------------------------------
 
 
+def round_jobs(province: Province, opt: Options, r: int) -> list[Job]:
+    """The requests of round ``r`` (the same in every store's round ``r``)."""
+    return jobs(province, opt.match_requests, f"{r}", int(time.time() * 1000), 10 + r)
+
+
 async def project_pair(
-    dispatcher: Dispatcher, province: Province, opt: Options, r: int
+    dispatcher: Dispatcher, batch_jobs: list[Job], opt: Options
 ) -> tuple[float, match.ProjectRound]:
-    """Round ``r`` of the project: the match step, then the full decision on the same requests
-    (whose holds are released afterwards, so every round sees the same index)."""
-    batch_jobs = jobs(province, opt.match_requests, f"{r}", int(time.time() * 1000), 10 + r)
+    """The match step, then the full decision, on the same requests (whose holds are released
+    afterwards, so every round sees the same index)."""
     rate = await match.match_round(dispatcher.index, dispatcher.policy, batch_jobs, opt.batch)
     got = await match.project_round(dispatcher, batch_jobs, opt.batch)
     await dispatcher.index.release(got.held)
@@ -264,11 +270,12 @@ async def match_step(
     command = match.ceiling_command(shard, dispatcher.policy)
     project, full, naive, ceiling, offered = [], [], [], [], []
     for r in range(opt.rounds):
-        rate, got = await project_pair(dispatcher, province, opt, r)
+        batch_jobs = round_jobs(province, opt, r)
+        rate, got = await project_pair(dispatcher, batch_jobs, opt)
         project.append(rate)
         full.append(got.decisions_per_s)
         offered.append(got.requests_offered / opt.match_requests)
-        naive_jobs = jobs(province, opt.naive_requests, f"{r}", 0, 10 + r)
+        naive_jobs = batch_jobs[: opt.naive_requests]
         radius = dispatcher.policy.radii_km[0]
         naive.append(await match.naive_round(redis, prefix, naive_jobs, radius))
         ceiling.append(match.redis_benchmark(host, port, opt.ceiling_requests, command))
@@ -302,7 +309,7 @@ async def cluster_match_step(
     ceiling measured on the one Redis at the same size (``single``)."""
     project, full, offered = [], [], []
     for r in range(opt.rounds):
-        rate, got = await project_pair(dispatcher, province, opt, r)
+        rate, got = await project_pair(dispatcher, round_jobs(province, opt, r), opt)
         project.append(rate)
         full.append(got.decisions_per_s)
         offered.append(got.requests_offered / opt.match_requests)
@@ -354,25 +361,29 @@ async def same_requests(
         rounds.append(got)
         say(
             f"    PostGIS's requests, round {r + 1}: {got.decisions_per_s:,.0f} full decisions/s; "
-            f"{got.requests_offered:,} offered, {got.filled:,} filled"
+            f"within {settings.policy.radii_km[0]:g} km {got.offered_near:,} offered, "
+            f"{got.filled_near:,} filled (at any radius {got.requests_offered:,}, {got.filled:,})"
         )
     return same_summary(rounds, len(asked), opt.batch)
 
 
 def same_summary(rounds: list[match.ProjectRound], requests: int, batch: int) -> dict[str, Any]:
+    """Medians over the rounds; a decision's latency is its batch's (see ``ProjectRound``)."""
     med = match.median
-    offered = round(med([r.requests_offered for r in rounds]))
-    filled = round(med([r.filled for r in rounds]))
+    counts = {
+        "offered_within_first_radius": med([r.offered_near for r in rounds]),
+        "filled_within_first_radius": med([r.filled_near for r in rounds]),
+        "offered": med([r.requests_offered for r in rounds]),
+        "filled": med([r.filled for r in rounds]),
+    }
     return {
         "requests": requests,
         "batch": batch,
         "decisions_per_s": round(med([r.decisions_per_s for r in rounds]), 1),
         "p50_ms": round(med([match.percentile(r.batch_ms, 0.50) for r in rounds]), 1),
         "p99_ms": round(med([match.percentile(r.batch_ms, 0.99) for r in rounds]), 1),
-        "offered": offered,
-        "filled": filled,
-        "offered_fraction": round(offered / requests, 4),
-        "filled_fraction": round(filled / requests, 4),
+        **{k: round(v) for k, v in counts.items()},
+        **{f"{k}_fraction": round(v / requests, 4) for k, v in counts.items()},
         "held_workers": round(med([r.offers for r in rounds])),
         "rounds": [round(r.decisions_per_s, 1) for r in rounds],
     }
@@ -503,8 +514,7 @@ async def one_size(
         result[store.name] = await on_store(store, province, workers, opt, largest, result["match"])
     if not opt.skip_postgis:
         await beside_postgis(result, workers, opt)
-    runs = [run for part in (result, *map(result.get, ("cluster",))) if part
-            for run in part.pop("scaling", [])]  # fmt: skip
+    runs = result.pop("scaling", []) + result.get("cluster", {}).pop("scaling", [])
     if runs:
         result["scaling"] = {
             "workers": workers,
@@ -546,6 +556,7 @@ async def end_to_end(
         path = opt.out / "profile-dispatcher.txt"
         path.write_text(summarise(raw))
         say(f"    dispatcher profile written to {path}")
+    shutil.rmtree(raw.parent, ignore_errors=True)
     say(
         f"    e2e: max {out['max_sustained_requests_per_s']:,.0f} req/s; p99 at 1,000/s "
         f"{out['latency_ms_at_1000_rps']['p99']:.1f} ms"

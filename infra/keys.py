@@ -3,8 +3,9 @@
 Keys carry a hash tag ``{…}`` so that each atomic step touches one slot and the same code runs
 on one Redis or on a Redis Cluster:
 
-- ``{p}:geo:{cell}:{skill}``  GEO set of *available* workers in a map cell with a skill. All
-  skills of a cell share the cell's slot.
+- ``{p}:geo:{layout}:{cell}:{skill}``  GEO set of *available* workers in a map cell with a
+  skill. All skills of a cell share the cell's slot. ``layout`` names the cell size
+  (``dispatch.geo.CELL_DEG``): cells of another size are other shards.
 - ``{p}:wr:{bucket}``        hash: worker id -> "lon,lat,skill|skill,online" for the workers
   of one bucket. Bucketing keeps each hash small enough for Redis's compact listpack
   encoding, about 30 bytes a worker instead of a key of its own (~100 bytes).
@@ -16,11 +17,13 @@ on one Redis or on a Redis Cluster:
   a decision's messages are not yet known published, ``o`` (its outbox, see
   ``infra.state_codec``). State and outbox share the key, so saving both is one atomic step.
 - ``{p}:timers``             sorted set: request id scored by when the core wants a tick.
-- ``{p}:{epoch}``            when the cache was last rebuilt from the log (and the worker-events
+- ``{p}:{epoch}:{layout}``   when the cache was last rebuilt from the log (and the worker-events
   offsets the index holds). Redis is only a cache of Kafka: a Redis that restarted without its
   data, or a new one, has no epoch, and the services rebuild it before they take more records.
   ``{p}:{epoch}:{part}`` is the lock of the process rebuilding a part (then its done marker);
-  it shares the epoch's slot, so finishing a part and setting the epoch is one script.
+  it shares the epoch's slot, so finishing a part and setting the epoch is one script. The
+  epoch carries the layout: services of a new cell size find no epoch and rebuild the index
+  in their shards from the log.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from typing import Final
+
+from dispatch.geo import CELL_DEG
 
 # An offer's hold outlives the offer window a little, so a hold never lapses before the
 # dispatcher's tick releases it; if a dispatcher dies, the hold still frees itself.
@@ -41,6 +46,7 @@ REQUEST_STATE_TTL_MS: Final = 24 * 3600 * 1000
 # express as an expiry) must not make the save fail.
 REQUEST_STATE_TTL_MAX_MS: Final = 31 * 24 * 3600 * 1000
 ASSIGNED_PREFIX: Final = "A|"
+LAYOUT: Final = f"c{CELL_DEG:g}"  # the cell size the geo shards are cut by
 # The sweep repairs what a dispatcher that died mid-batch left behind (an outbox it saved but
 # did not publish, a request it left without a timer). Redelivery and leased timers heal most
 # of it within seconds; the sweep is the backstop, so a slow pace keeps its full scan cheap.
@@ -61,10 +67,10 @@ class Keys:
     buckets: int = 16384
 
     def geo(self, cell: str, skill: str) -> str:
-        return f"{self.prefix}:geo:{{{cell}}}:{skill}"
+        return f"{self.prefix}:geo:{LAYOUT}:{{{cell}}}:{skill}"
 
     def geo_pattern(self) -> str:
-        return f"{self.prefix}:geo:*"
+        return f"{self.prefix}:geo:{LAYOUT}:*"
 
     def bucket(self, worker_id: str) -> str:
         return f"{self.prefix}:wr:{{{self._bucket_of(worker_id)}}}"
@@ -90,4 +96,4 @@ class Keys:
 
     def epoch(self, part: str = "") -> str:
         """The epoch key, or with ``part`` the lock and done marker of that part's rebuild."""
-        return f"{self.prefix}:{{epoch}}" + (f":{part}" if part else "")
+        return f"{self.prefix}:{{epoch}}:{LAYOUT}" + (f":{part}" if part else "")

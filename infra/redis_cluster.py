@@ -67,6 +67,7 @@ class Cluster:
             "--appendonly", "yes",
             "--appendfsync", "everysec",
             "--save", "",
+            "--zset-max-listpack-entries", "512",  # geo shards compact (dispatch.geo)
             "--dir", str(d),
             "--pidfile", str(d / "redis.pid"),
             "--logfile", str(d / "redis.log"),

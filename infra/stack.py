@@ -86,6 +86,7 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
         "--appendonly", "yes",
         "--appendfsync", "everysec",
         "--save", "",
+        "--zset-max-listpack-entries", "512",  # geo shards compact (dispatch.geo)
         "--dir", str(data_dir),
         "--pidfile", str(data_dir / "redis.pid"),
         "--logfile", str(data_dir / "redis.log"),
