@@ -215,10 +215,20 @@ def _wait_answers(port: int, timeout_s: float = 20.0) -> None:
 
 
 def free_base(tries: int = 200) -> int:
-    """A first port with the six node ports and their bus ports all free."""
+    """A first port with the six node ports and their bus ports all free, every one of them
+    below Linux's ephemeral range (32768 up), where outgoing connections take their ports."""
     for _ in range(tries):
-        base = random.randrange(20_000, 30_000 - NODES)
+        base = random.randrange(10_000, 32_768 - BUS_OFFSET - NODES)
         ports = [base + i for i in range(NODES)]
-        if not any(_answers(p) or _answers(p + BUS_OFFSET) for p in ports):
+        if all(_bindable(p) and _bindable(p + BUS_OFFSET) for p in ports):
             return base
     raise ClusterError("no free ports for a Redis Cluster")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
