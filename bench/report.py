@@ -141,6 +141,10 @@ def scaling_table(scaling: dict[str, Any] | None) -> list[str]:
         "|---|" + "---:|" * 6,
     ]
     for r in scaling["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['store']} | {r['redis_nodes']} | {r['processes']} "
+                         f"| failed: {r['error']} | | | |")  # fmt: skip
+            continue
         lines.append(
             f"| {r['store']} | {r['redis_nodes']} | {r['processes']} "
             f"| {r['decisions_per_s']:,.0f} | {r['p50_ms']:,.0f} | {r['p99_ms']:,.0f} "

@@ -404,7 +404,13 @@ async def scaling_runs(store: Store, settings: Settings, opt: Options) -> list[d
             batch=opt.batch,
             rounds=opt.rounds,
         )
-        got = await match.in_processes(spec)
+        try:
+            got = await match.in_processes(spec)
+        except RuntimeError as e:  # a process failed: the run goes on, the results say so
+            runs.append({"store": store.name, "redis_nodes": store.nodes, "processes": n,
+                         "error": str(e)})  # fmt: skip
+            say(f"      failed: {e}")
+            continue
         runs.append({"store": store.name, "redis_nodes": store.nodes, **got})
         say(
             f"      {got['decisions_per_s']:,.0f} decisions/s; a decision's batch took "

@@ -35,6 +35,9 @@ from pydantic import BaseModel
 from consumers import effects
 from dispatch import batch, core
 from dispatch.model import (
+    HIRED,
+    RELEASED,
+    WORKING,
     Answer,
     Cancel,
     Candidate,
@@ -55,7 +58,13 @@ from dispatch.model import Happened as CoreHappened
 from infra.clock import now_ms
 from infra.consume import retryable
 from infra.decoding import dead_letter, decode
-from infra.keys import HOLD_GRACE_MS, OUTBOX_STALE_MS, SWEEP_INTERVAL_S
+from infra.keys import (
+    ASSIGNED_PREFIX,
+    ASSIGNMENT_TTL_MS,
+    HOLD_GRACE_MS,
+    OUTBOX_STALE_MS,
+    SWEEP_INTERVAL_S,
+)
 from infra.ports import RequestStore, Stored, WorkerIndex, Write
 from infra.publish import Outgoing
 from infra.settings import PolicySettings
@@ -322,9 +331,8 @@ class Dispatcher:
         """Publish again the outboxes earlier saves left pending, before acting on their
         requests; wake those the interrupted batch may have left without a timer."""
         wake: list[tuple[str, int]] = []
-        for rid, stored in loaded.items():
-            if not stored.outbox:
-                continue
+        pending = [(rid, stored) for rid, stored in loaded.items() if stored.outbox]
+        for rid, stored in pending:
             log.debug("%s v%d: publishing its pending outbox again", rid, stored.version)
             done.republish(rid, stored)
             due = stored.state.due_at_ms()
@@ -332,7 +340,30 @@ class Dispatcher:
                 done.finished.append(rid)
             else:
                 wake.append((rid, due))
+        if pending:
+            await self._holds_as_saved([stored.state for _, stored in pending])
         await self.store.wake(wake)
+
+    async def _holds_as_saved(self, states: Sequence[RequestState]) -> None:
+        """Make the holds say what saved states (whose outboxes are being published again)
+        say, in case their dispatcher died between saving and carrying out: the hired still at
+        work assigned, the others let go. Each step is idempotent."""
+        working = _pairs(states, WORKING)
+        await self.index.release(_pairs(states, RELEASED))
+        await self.index.unassign(_pairs(states, HIRED - WORKING))
+        done = await self.index.assign(working)
+        missing = [pair for pair, ok in zip(working, done, strict=True) if not ok]
+        if not missing:
+            return
+        # The offer's hold lapsed meanwhile: an announced assignment takes the worker again.
+        claims = [(w, ASSIGNED_PREFIX + r) for w, r in missing]
+        taken = await self.index.hold(claims, ASSIGNMENT_TTL_MS)
+        for (wid, rid), ok in zip(missing, taken, strict=True):
+            if not ok:
+                log.error(
+                    "%s was announced assigned to %s, but another request holds them now",
+                    wid, rid, extra={"request_id": rid, "worker_id": wid},
+                )  # fmt: skip
 
     def _fold_one(
         self,
@@ -519,6 +550,13 @@ def _messages(p: Progress, now: int) -> list[Outgoing]:
         if isinstance(h, WorkerAssigned)
     ]
     return msgs
+
+
+def _pairs(states: Sequence[RequestState], statuses: frozenset[Any]) -> list[tuple[str, str]]:
+    """(worker, request) of every offer of the states whose status is among ``statuses``."""
+    return [
+        (o.worker_id, st.job.request_id) for st in states for o in st.offers if o.status in statuses
+    ]
 
 
 def _why(e: BaseException) -> str:

@@ -152,6 +152,8 @@ HIRED = frozenset(
 )
 # A job that still keeps its worker out of the pool.
 WORKING = frozenset({OfferStatus.ACCEPTED, OfferStatus.ARRIVED})
+# An offer that ended without a hire: its hold was let go.
+RELEASED = frozenset({OfferStatus.DECLINED, OfferStatus.EXPIRED, OfferStatus.WITHDRAWN})
 
 
 # --- what happened, as the core reports it -------------------------------------------------

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.loopback import answers
+
 log = logging.getLogger("broker")
 HERE = Path(__file__).resolve().parent / "kafka-broker"
 POM = HERE / "pom.xml"
@@ -226,7 +228,7 @@ class KafkaCluster:
 
     def _wait(self, n: Node, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        while not _answers(n.port):
+        while not answers("127.0.0.1", n.port):
             if n.proc is not None and n.proc.poll() is not None:
                 tail = (n.home / "broker.log").read_text(errors="replace")[-2000:]
                 raise BrokerError(f"Kafka node {n.node_id} exited:\n{tail}")
@@ -236,7 +238,7 @@ class KafkaCluster:
 
     def running(self, n: Node) -> bool:
         pid = self.pid_of(n)
-        return pid is not None and _alive(pid) and _answers(n.port)
+        return pid is not None and _alive(pid) and answers("127.0.0.1", n.port)
 
     def pid_of(self, n: Node) -> int | None:
         if n.proc is not None:
@@ -299,16 +301,6 @@ def _kafka_uuid(seed: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _answers(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -366,6 +358,6 @@ def _free_ports(count: int) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base: int = s.getsockname()[1]
-        if base + count < 65535 and not any(_answers(base + i) for i in range(count)):
+        if base + count < 65535 and not any(answers("127.0.0.1", base + i) for i in range(count)):
             return base
     raise BrokerError(f"found no {count} consecutive free ports on loopback")

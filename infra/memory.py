@@ -68,7 +68,7 @@ class MemoryWorkerIndex:
     async def hold(self, claims: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
         got = []
         for worker_id, request_id in claims:
-            ok = worker_id not in self.holds
+            ok = self.holds.get(worker_id, request_id) == request_id  # free, or already ours
             if ok:
                 self.holds[worker_id] = request_id
                 self.indexed.discard(worker_id)
@@ -84,7 +84,7 @@ class MemoryWorkerIndex:
     async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
         done = []
         for worker_id, request_id in pairs:
-            ok = self.holds.get(worker_id) == request_id
+            ok = self.holds.get(worker_id) in (request_id, ASSIGNED_PREFIX + request_id)
             if ok:
                 self.holds[worker_id] = ASSIGNED_PREFIX + request_id
             done.append(ok)

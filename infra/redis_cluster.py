@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.loopback import answers
+
 log = logging.getLogger("stack")
 
 NODES = 6
@@ -76,7 +78,7 @@ class Cluster:
     def start(self, timeout_s: float = 60.0) -> bool:
         """Start the nodes that do not answer and form the cluster if it never was; wait until
         it serves every slot. True if anything was started."""
-        started = [p for p in self.ports if not _answers(p)]
+        started = [p for p in self.ports if not answers("127.0.0.1", p)]
         for port in started:
             self.start_node(port)
         if not self._formed():
@@ -115,7 +117,7 @@ class Cluster:
     def ok(self) -> bool:
         """Every live node says the cluster serves all slots and sees every live node, and
         every live replica is in sync with its primary."""
-        live = [p for p in self.ports if _answers(p)]
+        live = [p for p in self.ports if answers("127.0.0.1", p)]
         return bool(live) and all(
             "cluster_state:ok" in self.cli(p, "cluster", "info")
             and len(re.findall(r"\sconnected\b", self.cli(p, "cluster", "nodes"))) >= len(live)
@@ -125,7 +127,7 @@ class Cluster:
 
     def primary_of(self, key: str) -> int:
         """The port of the primary serving ``key``'s slot now, as the first live node sees it."""
-        live = next(p for p in self.ports if _answers(p))
+        live = next(p for p in self.ports if answers("127.0.0.1", p))
         slot = int(self.cli(live, "cluster", "keyslot", key))
         for line in self.cli(live, "cluster", "nodes").splitlines():
             fields = line.split()
@@ -141,7 +143,7 @@ class Cluster:
         """Until a replica took over the slots of the (killed) primary on ``port``."""
         deadline = time.monotonic() + timeout_s
         while True:
-            live = [p for p in self.ports if _answers(p)]
+            live = [p for p in self.ports if answers("127.0.0.1", p)]
             views = [self.cli(p, "cluster", "nodes") for p in live]
             failed = all(_flags_of(view, port) & {"fail"} for view in views)
             if failed and self.ok():
@@ -166,7 +168,7 @@ class Cluster:
         """``kill -9`` one node."""
         pid = int((self.node_dir(port) / "redis.pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        while _answers(port):
+        while answers("127.0.0.1", port):
             time.sleep(0.02)
         (self.node_dir(port) / "redis.pid").unlink(missing_ok=True)
 
@@ -198,17 +200,9 @@ def _flags_of(view: str, port: int) -> set[str]:
     return set()
 
 
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _wait_answers(port: int, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while not _answers(port):
+    while not answers("127.0.0.1", port):
         if time.monotonic() > deadline:
             raise ClusterError(f"Redis did not answer on 127.0.0.1:{port}")
         time.sleep(0.05)

@@ -45,10 +45,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return false
 """
+# The offer's hold becomes the assignment; an assignment already made counts as made.
 _ASSIGN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1
 end
+if v == ARGV[2] then return 1 end
 return 0
 """
 # Compare-and-set of a request's state, and its outbox in the same hash (one slot, one

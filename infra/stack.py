@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 from infra import pg
 from infra.broker import CONSUMER_GROUPS, BrokerError, KafkaCluster, fetch, tool
 from infra.kafka import ensure_topics
+from infra.loopback import answers
 from infra.process import require, run_cli
 from infra.redis_cluster import Cluster as RedisCluster
 from infra.redis_cluster import ClusterError
@@ -49,15 +50,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def answers(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """Whether something accepts TCP connections there."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for(host: str, port: int, what: str, timeout_s: float = 20.0) -> None:

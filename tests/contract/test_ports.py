@@ -275,3 +275,18 @@ async def test_timers_come_due_once_then_after_a_lease(store: RequestStore) -> N
     await store.schedule([("R2", None)])
     assert await store.pop_due(250 + TIMER_LEASE_MS, 10) == ["R3", "R1"]  # by due time
     assert await store.pop_due(10**12, 1) == ["R1"]
+
+
+async def test_holding_or_assigning_again_for_the_same_request_counts_as_done(
+    index: WorkerIndex,
+) -> None:
+    # A batch retried after a failure half-way, or a pending outbox carried out again.
+    await checkin(index, "a", 0.01)
+    assert await index.hold([("a", "R1")], 60_000) == [True]
+    assert await index.hold([("a", "R1")], 60_000) == [True]
+    assert await index.hold([("a", "R2")], 60_000) == [False]
+    assert await index.assign([("a", "R1")]) == [True]
+    assert await index.assign([("a", "R1")]) == [True]
+    assert await index.assign([("a", "R2")]) == [False]
+    assert await index.holder("a") == ASSIGNED_PREFIX + "R1"
+    assert await found(index) == []

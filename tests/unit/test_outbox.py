@@ -150,6 +150,30 @@ async def test_a_crash_before_the_timer_was_set_is_healed_by_the_redelivery() ->
     assert event_ids(wire(healed)) and "R1" in store.timers
 
 
+async def test_a_crash_between_saving_an_assignment_and_making_it_is_healed() -> None:
+    index, store = await world(workers=2)
+    d = Dispatcher(index, store, POLICY)
+    await d.published(await d.decide([NewJob(job())], T0))
+    offered = next(iter(index.holds))
+
+    class DiesBeforeAssigning(MemoryWorkerIndex):
+        async def assign(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+            raise ConnectionError("killed")
+
+    broken = DiesBeforeAssigning()
+    broken.holds, broken.records, broken.indexed = index.holds, index.records, index.indexed
+    accept = Answer("R1", f"R1:{offered}", offered, True)
+    with pytest.raises(ConnectionError):
+        await Dispatcher(broken, store, POLICY).decide([accept], T0 + 1_000)
+    # Saved and about to be announced ("assigned"), but the hold is still the offer's.
+    assert index.holds[offered] == "R1" and (await store.load(["R1"]))["R1"].outbox
+    del index.holds[offered]  # and it lapses before anyone looks again
+    healed = await Dispatcher(index, store, POLICY).decide([accept], T0 + 2_000)
+    assert any(json.loads(v).get("type") == "WorkerAssigned" for _, _, v in wire(healed))
+    assert index.holds[offered] == "A|R1"  # what was announced holds: nobody else gets them
+    assert offered not in index.indexed
+
+
 async def test_the_sweep_repairs_stranded_requests_and_stale_outboxes(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
