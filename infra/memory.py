@@ -68,7 +68,7 @@ class MemoryWorkerIndex:
     async def hold(self, claims: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
         got = []
         for worker_id, request_id in claims:
-            ok = self.holds.get(worker_id, request_id) == request_id  # free, or already ours
+            ok = worker_id not in self.holds
             if ok:
                 self.holds[worker_id] = request_id
                 self.indexed.discard(worker_id)

@@ -28,11 +28,11 @@ from infra.state_codec import load_state, pack_events, snapshot, unpack_outbox
 # Hold and record share a slot (see infra.keys): taking the hold and reading the record the
 # worker must leave the index by is one command. Returns the record ('' if none), or nil when
 # someone else holds the worker.
-# Taking a hold this request already has counts as taken (a batch retried after a failure
-# half-way, on a Redis that had applied the first try).
+# A hold is taken once, even by the same request: two dispatchers deciding one request at
+# once (a rebalance) must not both believe they hold the worker, for the one whose save loses
+# lets its holds go.
 _HOLD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-  or redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('HGET', KEYS[2], ARGV[3]) or ''
 end
 return false

@@ -277,13 +277,14 @@ async def test_timers_come_due_once_then_after_a_lease(store: RequestStore) -> N
     assert await store.pop_due(10**12, 1) == ["R1"]
 
 
-async def test_holding_or_assigning_again_for_the_same_request_counts_as_done(
+async def test_a_hold_is_taken_once_and_an_assignment_made_again_counts_as_made(
     index: WorkerIndex,
 ) -> None:
-    # A batch retried after a failure half-way, or a pending outbox carried out again.
+    # Two dispatchers deciding one request at once must not both hold the worker; a pending
+    # outbox carried out again assigns again.
     await checkin(index, "a", 0.01)
     assert await index.hold([("a", "R1")], 60_000) == [True]
-    assert await index.hold([("a", "R1")], 60_000) == [True]
+    assert await index.hold([("a", "R1")], 60_000) == [False]
     assert await index.hold([("a", "R2")], 60_000) == [False]
     assert await index.assign([("a", "R1")]) == [True]
     assert await index.assign([("a", "R1")]) == [True]
