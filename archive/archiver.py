@@ -42,14 +42,7 @@ from infra.consume import RETRYABLE, Resilience, consume
 from infra.health import Health
 from infra.joining import close, join_group, start_producer
 from infra.kafka import ensure_topics, make_consumer, make_producer
-from infra.process import (
-    add_ops_args,
-    require,
-    run_cli,
-    setup_logging,
-    stop_on_signals,
-    with_metrics_port,
-)
+from infra.process import add_ops_args, run_cli, service_start, stop_on_signals
 from infra.publish import Publisher
 from infra.settings import Settings, get_settings
 
@@ -282,11 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _archiver_cli(args: argparse.Namespace) -> None:
-    settings = with_metrics_port(get_settings(), "archiver_port", args.metrics_port)
-    require(settings, "kafka", "postgres")
-    m = settings.metrics
-    sock = metrics.listen(m.host, m.archiver_port, strict=args.metrics_port is not None)
-    setup_logging(args.verbose, args.log_json)
+    settings, sock = service_start(args, "archiver_port", "kafka", "postgres")
     asyncio.run(run_archiver(settings, group=args.group, metrics_sock=sock))
 
 

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 from consumers.services import run_dispatcher
 from infra import metrics
-from infra.process import add_ops_args, run_cli, setup_logging, with_metrics_port
-from infra.settings import get_settings
+from infra.process import add_ops_args, run_cli, service_start
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -33,11 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _dispatcher(args: argparse.Namespace) -> None:
-    settings = with_metrics_port(get_settings(), "dispatcher_port", args.metrics_port)
-    m = settings.metrics
-    # Bound first: a port asked for and taken is refused before anything starts.
-    sock = metrics.listen(m.host, m.dispatcher_port, strict=args.metrics_port is not None)
-    setup_logging(args.verbose, args.log_json)
+    settings, sock = service_start(args, "dispatcher_port")
     asyncio.run(run_dispatcher(settings, metrics_sock=sock))
 
 

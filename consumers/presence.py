@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 from consumers.services import run_presence
 from infra import metrics
-from infra.process import add_ops_args, run_cli, setup_logging, with_metrics_port
-from infra.settings import get_settings
+from infra.process import add_ops_args, run_cli, service_start
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -27,10 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _presence(args: argparse.Namespace) -> None:
-    settings = with_metrics_port(get_settings(), "presence_port", args.metrics_port)
-    m = settings.metrics
-    sock = metrics.listen(m.host, m.presence_port, strict=args.metrics_port is not None)
-    setup_logging(args.verbose, args.log_json)
+    settings, sock = service_start(args, "presence_port")
     asyncio.run(run_presence(settings, metrics_sock=sock))
 
 

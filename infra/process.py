@@ -28,7 +28,8 @@ from aiokafka.errors import KafkaConnectionError
 from asyncpg.exceptions import CannotConnectNowError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from infra.settings import Settings
+from infra import metrics
+from infra.settings import Settings, get_settings
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -235,6 +236,20 @@ def add_ops_args(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument(
         "--log-json", action="store_true", help="JSON log lines (or GIG_LOG_FORMAT=json)"
     )
+
+
+def service_start(
+    args: argparse.Namespace, field: str, *needs: Need
+) -> tuple[Settings, socket.socket | None]:
+    """A service's command line made ready: the settings with its ``--metrics-port`` (the
+    metrics setting ``field``), the ``needs`` checked, that port bound first (one asked for and
+    taken is refused before anything starts), and logging set up."""
+    settings = with_metrics_port(get_settings(), field, args.metrics_port)
+    require(settings, *needs)
+    m = settings.metrics
+    sock = metrics.listen(m.host, getattr(m, field), strict=args.metrics_port is not None)
+    setup_logging(args.verbose, args.log_json)
+    return settings, sock
 
 
 def with_metrics_port(settings: Settings, field: str, port: int | None) -> Settings:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.loopback import answers
+from infra.loopback import answers, redis_command
 
 log = logging.getLogger("stack")
 
@@ -59,20 +59,10 @@ class Cluster:
     def command(self, port: int) -> list[str]:
         d = self.node_dir(port)
         return [
-            "redis-server",
-            "--daemonize", "yes",
-            "--bind", "127.0.0.1",
-            "--port", str(port),
+            *redis_command(port, d),
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(d / "nodes.conf"),
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--zset-max-listpack-entries", "512",  # geo shards compact (dispatch.geo)
-            "--dir", str(d),
-            "--pidfile", str(d / "redis.pid"),
-            "--logfile", str(d / "redis.log"),
         ]  # fmt: skip
 
     def start(self, timeout_s: float = 60.0) -> bool:

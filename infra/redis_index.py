@@ -21,8 +21,7 @@ from infra.keys import (
     Keys,
 )
 from infra.ports import Neglected, Presence, Saved, Stored, WorkerRecord, Write
-from infra.redis_nodes import AnyRedis, Batch, StoreUnavailable, nodes_of
-from infra.redis_nodes import transient as _transient
+from infra.redis_nodes import AnyRedis, Batch, nodes_of
 from infra.state_codec import load_state, pack_events, snapshot, unpack_outbox
 
 # Hold and record share a slot (see infra.keys): taking the hold and reading the record the
@@ -443,8 +442,6 @@ def _stored(rid: str, v: str, s: str, o: str | None) -> Stored:
 
 
 def _saved(reply: Any) -> Saved:
-    if isinstance(reply, Exception):
-        if _transient(reply):
-            raise StoreUnavailable(str(reply)) from reply
+    if isinstance(reply, Exception):  # a transient one failed the whole batch already
         return f"the request store refused it: {reply}"
     return bool(reply)

@@ -32,7 +32,7 @@ from urllib.parse import urlparse
 from infra import pg
 from infra.broker import CONSUMER_GROUPS, BrokerError, KafkaCluster, fetch, tool
 from infra.kafka import ensure_topics
-from infra.loopback import answers
+from infra.loopback import answers, redis_command
 from infra.process import require, run_cli
 from infra.redis_cluster import Cluster as RedisCluster
 from infra.redis_cluster import ClusterError
@@ -66,23 +66,6 @@ def host_port(url: str, default_port: int) -> tuple[str, int]:
 
 
 # --- Redis -------------------------------------------------------------------------------------
-
-
-def redis_command(port: int, data_dir: Path) -> list[str]:
-    """Redis on loopback, durable to within a second (AOF ``everysec``), data in ``data_dir``."""
-    return [
-        "redis-server",
-        "--daemonize", "yes",
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--appendonly", "yes",
-        "--appendfsync", "everysec",
-        "--save", "",
-        "--zset-max-listpack-entries", "512",  # geo shards compact (dispatch.geo)
-        "--dir", str(data_dir),
-        "--pidfile", str(data_dir / "redis.pid"),
-        "--logfile", str(data_dir / "redis.log"),
-    ]  # fmt: skip
 
 
 def start_redis(port: int, data_dir: Path) -> None:
